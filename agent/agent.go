@@ -1,0 +1,569 @@
+// Package agent wires the capture agent: packet source → decode pipeline →
+// uplink to the controller, under the controller's commands and config.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gopacket/gopacket/layers"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/orbweaver/orbweaver/agent/capture"
+	"github.com/orbweaver/orbweaver/agent/pipeline"
+	"github.com/orbweaver/orbweaver/agent/uplink"
+	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
+	"github.com/orbweaver/orbweaver/internal/agentconfig"
+	"github.com/orbweaver/orbweaver/internal/callconv"
+	"github.com/orbweaver/orbweaver/internal/model"
+)
+
+// Config is the agent's local configuration (flags). Everything else comes
+// from the controller.
+type Config struct {
+	// Controller is the controller's gRPC address (host:port).
+	Controller string
+	Name       string
+	// Interface to capture on (interface mode); the controller's
+	// capture.interface overrides it when set.
+	Interface string
+	// File switches to file mode: read this pcap/pcapng.
+	File string
+	// Filter is the BPF filter used until the controller sets one.
+	Filter string
+	// StateDir keeps the agent id across restarts.
+	StateDir string
+	// ExitWhenDone (file mode): return once every call of the file is
+	// acknowledged by the controller.
+	ExitWhenDone bool
+	Version      string
+	Logger       *slog.Logger
+	// DialOptions are added to the controller connection (credentials...).
+	// Without any, the connection is plaintext.
+	DialOptions []grpc.DialOption
+	// Pipeline bounds the decoder's memory; zero means defaults.
+	Pipeline pipeline.Config
+}
+
+// Agent is a running agent. Build it with New, then Run it.
+type Agent struct {
+	cfg    Config
+	log    *slog.Logger
+	id     string
+	bootID string
+	mode   orbweaverv1.AgentMode
+	up     *uplink.Uplink
+
+	mu        sync.Mutex
+	conf      *orbweaverv1.AgentConfig // last config accepted from the controller
+	wantOn    bool                     // capture requested by the controller
+	session   *captureSession
+	fileDone  chan error // file mode: receives the read result once
+	fileSent  bool
+	captErr   string
+	captStart time.Time
+
+	base    pipeline.Stats // counters of finished capture sessions
+	kdrops  atomic.Uint64  // kernel drops of finished sessions
+	current atomic.Pointer[captureSession]
+	changed chan struct{} // cap 1: desired capture state changed
+	hbNow   chan struct{} // cap 1: send a heartbeat now
+}
+
+type captureSession struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	pipe   *pipeline.Pipeline
+	handle atomic.Pointer[capture.Handle]
+}
+
+// New prepares an agent: it loads (or creates) its identity.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Controller == "" {
+		return nil, errors.New("controller address is required (--controller)")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("state dir is required (--state-dir)")
+	}
+	id, err := loadOrCreateID(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg:      cfg,
+		id:       id,
+		bootID:   uuid.NewString(),
+		mode:     orbweaverv1.AgentMode_AGENT_MODE_INTERFACE,
+		conf:     agentconfig.Normalize(nil),
+		fileDone: make(chan error, 1),
+		changed:  make(chan struct{}, 1),
+		hbNow:    make(chan struct{}, 1),
+	}
+	if cfg.File != "" {
+		a.mode = orbweaverv1.AgentMode_AGENT_MODE_FILE
+	}
+	if cfg.Filter != "" {
+		a.conf.Capture.BpfFilter = cfg.Filter
+	}
+	a.log = cfg.Logger.With("agent_id", id)
+	return a, nil
+}
+
+// ID is the agent's stable id.
+func (a *Agent) ID() string { return a.id }
+
+// Run connects to the controller and captures as told until ctx ends (or,
+// with ExitWhenDone, until the file's calls are all acknowledged).
+func (a *Agent) Run(ctx context.Context) error {
+	opts := append([]grpc.DialOption{}, a.cfg.DialOptions...)
+	if len(opts) == 0 {
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	conn, err := grpc.NewClient(a.cfg.Controller, opts...)
+	if err != nil {
+		return fmt.Errorf("controller %q: %w", a.cfg.Controller, err)
+	}
+	defer conn.Close()
+
+	lim := limitsOf(a.conf)
+	a.up = uplink.New(uplink.Config{
+		Conn:    conn,
+		Hello:   a.hello,
+		Handler: handler{a},
+		Logger:  a.log,
+		AgentID: a.id,
+		BootID:  a.bootID,
+		Limits:  lim,
+	})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	upCtx, upCancel := context.WithCancel(context.Background())
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = a.up.Run(upCtx) }()
+	go func() { defer wg.Done(); a.heartbeats(upCtx) }()
+	defer func() { upCancel(); wg.Wait() }()
+
+	a.log.Info("agent starting", "name", a.cfg.Name, "controller", a.cfg.Controller, "mode", a.mode.String(), "boot_id", a.bootID)
+	result := make(chan error, 1)
+	go func() { result <- a.captureManager(ctx) }()
+
+	var runErr error
+	if a.cfg.ExitWhenDone && a.mode == orbweaverv1.AgentMode_AGENT_MODE_FILE {
+		select {
+		case runErr = <-a.fileDone:
+		case <-ctx.Done():
+		}
+	} else {
+		<-ctx.Done()
+	}
+	cancel()
+	<-result // capture stopped, pipeline flushed into the uplink
+
+	// Ship what is left, within a bound.
+	dctx, dcancel := context.WithTimeout(context.Background(), a.drainTimeout())
+	defer dcancel()
+	if err := a.up.Drain(dctx); err != nil {
+		a.log.Error("shutting down with unacknowledged calls", "err", err)
+		if runErr == nil {
+			runErr = err
+		}
+	}
+	st := a.up.Stats()
+	a.log.Info("agent stopped", "calls_acknowledged", st.CallsSent, "queue_drops", st.QueueDrops, "unacknowledged_calls", st.UnackedCalls)
+	return runErr
+}
+
+func (a *Agent) drainTimeout() time.Duration {
+	if a.cfg.ExitWhenDone {
+		return 5 * time.Minute
+	}
+	return 5 * time.Second
+}
+
+func limitsOf(c *orbweaverv1.AgentConfig) uplink.Limits {
+	s := c.GetShipping()
+	return uplink.Limits{
+		BatchMaxCalls: int(s.GetBatchMaxCalls()),
+		BatchMaxDelay: time.Duration(s.GetBatchMaxDelayMs()) * time.Millisecond,
+		QueueMaxCalls: int(s.GetQueueMaxCalls()),
+		MaxInFlight:   int(s.GetMaxInFlightBatches()),
+	}
+}
+
+func (a *Agent) hello() *orbweaverv1.Hello {
+	host, _ := os.Hostname()
+	name := a.cfg.Name
+	if name == "" {
+		name = host
+	}
+	h := &orbweaverv1.Hello{
+		AgentId:  a.id,
+		BootId:   a.bootID,
+		Name:     name,
+		Hostname: host,
+		Version:  a.cfg.Version,
+		Mode:     a.mode,
+	}
+	if ifs, err := capture.ListInterfaces(); err == nil {
+		for _, i := range ifs {
+			h.Interfaces = append(h.Interfaces, &orbweaverv1.NetworkInterface{
+				Name: i.Name, Addresses: i.Addresses, Description: i.Description, Loopback: i.Loopback, Up: i.Up,
+			})
+		}
+	} else {
+		a.log.Warn("list interfaces", "err", err)
+	}
+	h.Capturing = a.current.Load() != nil
+	return h
+}
+
+// handler adapts the agent to uplink.Handler.
+type handler struct{ a *Agent }
+
+func (h handler) Welcome(w *orbweaverv1.Welcome) *orbweaverv1.ConfigAck {
+	ack := h.a.applyConfig(w.GetConfig())
+	h.a.setWanted(w.GetCapture())
+	return ack
+}
+
+func (h handler) Config(c *orbweaverv1.ConfigUpdate) *orbweaverv1.ConfigAck {
+	return h.a.applyConfig(c)
+}
+
+func (h handler) Command(c *orbweaverv1.Command) {
+	switch c.GetKind() {
+	case orbweaverv1.Command_KIND_START_CAPTURE:
+		h.a.setWanted(true)
+	case orbweaverv1.Command_KIND_STOP_CAPTURE:
+		h.a.setWanted(false)
+	default:
+		h.a.log.Warn("unknown command", "kind", c.GetKind().String())
+	}
+}
+
+// applyConfig checks a config against this host and takes it; a capture
+// running with other capture settings is restarted.
+func (a *Agent) applyConfig(u *orbweaverv1.ConfigUpdate) *orbweaverv1.ConfigAck {
+	next := agentconfig.Normalize(u.GetConfig())
+	if next.Capture.BpfFilter == "" && a.cfg.Filter != "" && u.GetConfig().GetCapture().GetBpfFilter() == "" {
+		next.Capture.BpfFilter = a.cfg.Filter
+	}
+	env := agentconfig.Env{CompileFilter: compileFilter}
+	if ifs, err := capture.ListInterfaces(); err == nil {
+		for _, i := range ifs {
+			env.Interfaces = append(env.Interfaces, i.Name)
+		}
+	}
+	if verr := agentconfig.Validate(next, env); verr != nil {
+		a.log.Error("config rejected", "version", u.GetVersion(), "err", verr)
+		return &orbweaverv1.ConfigAck{Version: u.GetVersion(), Error: verr.Error()}
+	}
+	a.mu.Lock()
+	restart := !proto.Equal(a.conf.GetCapture(), next.GetCapture())
+	a.conf = next
+	a.mu.Unlock()
+	a.up.SetLimits(limitsOf(next))
+	if restart {
+		a.kick()
+	}
+	a.log.Info("config applied", "version", u.GetVersion(), "restart_capture", restart)
+	return &orbweaverv1.ConfigAck{Version: u.GetVersion()}
+}
+
+func compileFilter(expr string, snaplen int) error {
+	return capture.ValidateFilter(layers.LinkTypeEthernet, snaplen, expr)
+}
+
+func (a *Agent) setWanted(on bool) {
+	a.mu.Lock()
+	changed := a.wantOn != on
+	a.wantOn = on
+	a.mu.Unlock()
+	if changed {
+		a.log.Info("capture requested", "capture", on)
+		a.kick()
+	}
+}
+
+// kick tells the capture manager to reconcile.
+func (a *Agent) kick() {
+	select {
+	case a.changed <- struct{}{}:
+	default:
+	}
+}
+
+// captureManager starts and stops capture sessions to match what the
+// controller wants, restarting on capture config changes. It returns when
+// ctx ends, after the last session is flushed.
+func (a *Agent) captureManager(ctx context.Context) error {
+	defer a.stopSession()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.changed:
+		}
+		a.stopSession()
+		a.mu.Lock()
+		on, conf := a.wantOn, a.conf
+		a.mu.Unlock()
+		if on {
+			a.startSession(ctx, conf)
+		}
+	}
+}
+
+func (a *Agent) startSession(ctx context.Context, conf *orbweaverv1.AgentConfig) {
+	if a.mode == orbweaverv1.AgentMode_AGENT_MODE_FILE {
+		a.mu.Lock()
+		sent := a.fileSent
+		a.mu.Unlock()
+		if sent && a.cfg.ExitWhenDone {
+			return // the file was read; we are only waiting for acks
+		}
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	s := &captureSession{cancel: cancel, done: make(chan struct{})}
+	s.pipe = pipeline.New(a.cfg.Pipeline, a.emitter(sctx))
+	a.current.Store(s)
+	a.mu.Lock()
+	a.session = s
+	a.captErr = ""
+	a.captStart = time.Now()
+	a.mu.Unlock()
+	go func() {
+		defer close(s.done)
+		err := a.capture(sctx, s, conf)
+		s.pipe.Close()
+		if err != nil {
+			a.log.Error("capture stopped", "err", err)
+		}
+		a.mu.Lock()
+		if err != nil {
+			a.captErr = err.Error()
+		}
+		a.mu.Unlock()
+		if a.mode == orbweaverv1.AgentMode_AGENT_MODE_FILE {
+			a.finishFile(err)
+		}
+		a.retire(s)
+	}()
+	a.heartbeatNow()
+}
+
+// retire folds a finished session's counters into the totals.
+func (a *Agent) retire(s *captureSession) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.current.CompareAndSwap(s, nil) {
+		return
+	}
+	addStats(&a.base, s.pipe.Stats())
+	if h := s.handle.Load(); h != nil {
+		a.kdrops.Add(h.Stats().KernelDrops)
+	}
+	a.session = nil
+	a.heartbeatNowLocked()
+}
+
+func (a *Agent) finishFile(err error) {
+	a.mu.Lock()
+	first := !a.fileSent
+	a.fileSent = true
+	a.mu.Unlock()
+	if first {
+		a.fileDone <- err
+	}
+}
+
+func (a *Agent) stopSession() {
+	a.mu.Lock()
+	s := a.session
+	a.mu.Unlock()
+	if s == nil {
+		return
+	}
+	s.cancel()
+	<-s.done
+}
+
+// capture runs one capture session until ctx ends or the source is done.
+func (a *Agent) capture(ctx context.Context, s *captureSession, conf *orbweaverv1.AgentConfig) error {
+	c := conf.GetCapture()
+	var (
+		h   *capture.Handle
+		err error
+	)
+	if a.mode == orbweaverv1.AgentMode_AGENT_MODE_FILE {
+		h, err = capture.OpenFile(a.cfg.File, c.GetBpfFilter())
+	} else {
+		iface := c.GetInterface()
+		if iface == "" {
+			iface = a.cfg.Interface
+		}
+		if iface == "" {
+			return errors.New("capture.interface: no interface configured (set it in the config or with --interface)")
+		}
+		h, err = capture.OpenLive(capture.LiveConfig{
+			Interface:     iface,
+			Filter:        c.GetBpfFilter(),
+			Snaplen:       int(c.GetSnaplen()),
+			Promiscuous:   c.GetPromiscuous(),
+			BufferSizeMiB: int(c.GetBufferSizeMib()),
+		})
+	}
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	s.handle.Store(h)
+	a.log.Info("capture started", "source", a.source(c), "filter", c.GetBpfFilter())
+	return runCapture(ctx, h, s.pipe)
+}
+
+// runCapture feeds a handle into a pipeline, ticking its clock about every
+// 100 ms of capture time (and of wall time while the source is idle).
+func runCapture(ctx context.Context, h *capture.Handle, p *pipeline.Pipeline) error {
+	lt := h.LinkType()
+	var lastTick time.Time
+	return h.Run(ctx, func(data []byte, ts time.Time) {
+		p.Packet(lt, data, ts)
+		if ts.Sub(lastTick) >= 100*time.Millisecond {
+			lastTick = ts
+			p.Tick(ts)
+		}
+	}, func(now time.Time) {
+		p.Tick(now)
+	})
+}
+
+func (a *Agent) source(c *orbweaverv1.CaptureConfig) string {
+	if a.mode == orbweaverv1.AgentMode_AGENT_MODE_FILE {
+		return a.cfg.File
+	}
+	if c.GetInterface() != "" {
+		return c.GetInterface()
+	}
+	return a.cfg.Interface
+}
+
+// emitter returns the pipeline's call sink: live capture never blocks (a
+// full queue drops and counts), file reading waits for room.
+func (a *Agent) emitter(ctx context.Context) func(*model.HTTPCall) {
+	if a.mode == orbweaverv1.AgentMode_AGENT_MODE_FILE {
+		return func(c *model.HTTPCall) {
+			_ = a.up.EnqueueWait(ctx, callconv.ToProto(c))
+		}
+	}
+	return func(c *model.HTTPCall) {
+		a.up.Enqueue(callconv.ToProto(c))
+	}
+}
+
+func (a *Agent) heartbeatNow() {
+	select {
+	case a.hbNow <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) heartbeatNowLocked() { a.heartbeatNow() }
+
+// heartbeats sends status at the configured interval and on every capture
+// state change.
+func (a *Agent) heartbeats(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.hbNow:
+		}
+		a.up.SetHeartbeat(a.heartbeat())
+		a.mu.Lock()
+		iv := time.Duration(a.conf.GetHeartbeatIntervalSeconds()) * time.Second
+		a.mu.Unlock()
+		t.Reset(iv)
+	}
+}
+
+// Stats are the agent's cumulative counters.
+type Stats struct {
+	Pipeline    pipeline.Stats
+	KernelDrops uint64
+	Uplink      uplink.Stats
+	Capturing   bool
+}
+
+// Stats returns a snapshot of the agent's counters.
+func (a *Agent) Stats() Stats {
+	a.mu.Lock()
+	ps := a.base
+	a.mu.Unlock()
+	kd := a.kdrops.Load()
+	cur := a.current.Load()
+	if cur != nil {
+		addStats(&ps, cur.pipe.Stats())
+		if h := cur.handle.Load(); h != nil {
+			kd += h.Stats().KernelDrops
+		}
+	}
+	var us uplink.Stats
+	if a.up != nil {
+		us = a.up.Stats()
+	}
+	return Stats{Pipeline: ps, KernelDrops: kd, Uplink: us, Capturing: cur != nil}
+}
+
+func (a *Agent) heartbeat() *orbweaverv1.Heartbeat {
+	st := a.Stats()
+	a.mu.Lock()
+	cerr := a.captErr
+	a.mu.Unlock()
+	return &orbweaverv1.Heartbeat{
+		TimeNs:          time.Now().UnixNano(),
+		Capturing:       st.Capturing,
+		Packets:         st.Pipeline.Packets,
+		Bytes:           st.Pipeline.Bytes,
+		KernelDrops:     st.KernelDrops,
+		QueueDrops:      st.Uplink.QueueDrops,
+		ParseErrors:     st.Pipeline.DecodeErrors + st.Pipeline.HTTPParseErrors,
+		CallsSent:       st.Uplink.CallsSent,
+		QueueDepth:      uint64(st.Uplink.QueueDepth),
+		InFlightBatches: uint32(st.Uplink.InFlight),
+		LastAckRttUs:    st.Uplink.LastAckRTT.Microseconds(),
+		CaptureError:    cerr,
+	}
+}
+
+func addStats(dst *pipeline.Stats, s pipeline.Stats) {
+	dst.Packets += s.Packets
+	dst.Bytes += s.Bytes
+	dst.DecodeErrors += s.DecodeErrors
+	dst.NonTCP += s.NonTCP
+	dst.Connections += s.Connections
+	dst.ConnectionsRejected += s.ConnectionsRejected
+	dst.Calls += s.Calls
+	dst.HTTPParseErrors += s.HTTPParseErrors
+	dst.Retransmissions += s.Retransmissions
+	dst.OutOfOrder += s.OutOfOrder
+	dst.GapBytes += s.GapBytes
+	dst.CapDroppedBytes += s.CapDroppedBytes
+}

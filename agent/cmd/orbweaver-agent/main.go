@@ -1,0 +1,117 @@
+// Command orbweaver-agent captures traffic, decodes calls and ships them to
+// an Orbweaver controller; with --output it decodes a capture file offline.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/orbweaver/orbweaver/agent"
+	"github.com/orbweaver/orbweaver/internal/version"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("orbweaver-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		controller   = fs.String("controller", "127.0.0.1:7700", "controller gRPC address")
+		name         = fs.String("name", "", "agent name shown by the controller (default: hostname)")
+		iface        = fs.String("interface", "", "network interface to capture on (interface mode)")
+		file         = fs.String("file", "", "pcap or pcapng file to read (file mode)")
+		filter       = fs.String("filter", "", "BPF filter (until the controller sets one)")
+		stateDir     = fs.String("state-dir", defaultStateDir(), "directory keeping the agent's identity")
+		exitWhenDone = fs.Bool("exit-when-done", false, "file mode: exit once every call of the file is acknowledged")
+		output       = fs.String("output", "", "offline: write calls as JSON Lines to this file ('-' for stdout) instead of contacting a controller (needs --file)")
+		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
+	)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "--log-level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if *file != "" && *iface != "" {
+		fmt.Fprintln(stderr, "--file and --interface are exclusive")
+		return 2
+	}
+	if *output != "" {
+		if *file == "" {
+			fmt.Fprintln(stderr, "--output needs --file")
+			return 2
+		}
+		return offline(ctx, *file, *filter, *output, stdout, stderr)
+	}
+	if *file == "" && *iface == "" {
+		fmt.Fprintln(stderr, "give --interface IFACE (live capture) or --file PATH (read a capture)")
+		return 2
+	}
+	a, err := agent.New(agent.Config{
+		Controller:   *controller,
+		Name:         *name,
+		Interface:    *iface,
+		File:         *file,
+		Filter:       *filter,
+		StateDir:     *stateDir,
+		ExitWhenDone: *exitWhenDone,
+		Version:      version.Version,
+		Logger:       log,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "orbweaver-agent: %v\n", err)
+		return 1
+	}
+	if err := a.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "orbweaver-agent: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func offline(ctx context.Context, file, filter, output string, stdout, stderr io.Writer) int {
+	out := stdout
+	if output != "-" {
+		f, err := os.Create(output)
+		if err != nil {
+			fmt.Fprintf(stderr, "orbweaver-agent: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		out = f
+	}
+	sum, err := agent.RunOffline(ctx, agent.OfflineConfig{File: file, Filter: filter}, out)
+	line, _ := json.Marshal(sum)
+	fmt.Fprintln(stderr, string(line))
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return 1
+	}
+	return 0
+}
+
+func defaultStateDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/orbweaver-agent"
+	}
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "orbweaver-agent")
+	}
+	return ".orbweaver-agent"
+}

@@ -1,0 +1,243 @@
+// Package callconv converts calls between the decoder model, the wire
+// protocol and the JSON Lines output of the offline agent.
+package callconv
+
+import (
+	"net/netip"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
+	"github.com/orbweaver/orbweaver/internal/model"
+)
+
+// ToProto converts a decoded call to its wire form.
+func ToProto(c *model.HTTPCall) *orbweaverv1.HttpCall {
+	return &orbweaverv1.HttpCall{
+		ClientIp:            addrBytes(c.ClientAddr.Addr()),
+		ClientPort:          uint32(c.ClientAddr.Port()),
+		ServerIp:            addrBytes(c.ServerAddr.Addr()),
+		ServerPort:          uint32(c.ServerAddr.Port()),
+		RequestStartNs:      nanos(c.RequestStart),
+		RequestEndNs:        nanos(c.RequestEnd),
+		ResponseStartNs:     nanos(c.ResponseStart),
+		ResponseEndNs:       nanos(c.ResponseEnd),
+		Method:              c.Method,
+		Host:                c.Host,
+		Path:                c.Path,
+		Query:               c.Query,
+		HttpVersion:         c.HTTPVersion,
+		Status:              uint32(max(c.Status, 0)),
+		RequestHeaderSize:   c.RequestHeaderSize,
+		RequestBodySize:     c.RequestBodySize,
+		ResponseHeaderSize:  c.ResponseHeaderSize,
+		ResponseBodySize:    c.ResponseBodySize,
+		RequestContentType:  c.RequestContentType,
+		ResponseContentType: c.ResponseContentType,
+		UserAgent:           c.UserAgent,
+		XForwardedFor:       c.XForwardedFor,
+		XRequestId:          c.XRequestID,
+		Traceparent:         c.Traceparent,
+		ParseStatus:         string(c.ParseStatus),
+	}
+}
+
+// FromProto converts a wire call back to the model.
+func FromProto(p *orbweaverv1.HttpCall) *model.HTTPCall {
+	return &model.HTTPCall{
+		ClientAddr:          netip.AddrPortFrom(bytesAddr(p.GetClientIp()), uint16(p.GetClientPort())),
+		ServerAddr:          netip.AddrPortFrom(bytesAddr(p.GetServerIp()), uint16(p.GetServerPort())),
+		RequestStart:        fromNanos(p.GetRequestStartNs()),
+		RequestEnd:          fromNanos(p.GetRequestEndNs()),
+		ResponseStart:       fromNanos(p.GetResponseStartNs()),
+		ResponseEnd:         fromNanos(p.GetResponseEndNs()),
+		Method:              p.GetMethod(),
+		Host:                p.GetHost(),
+		Path:                p.GetPath(),
+		Query:               p.GetQuery(),
+		HTTPVersion:         p.GetHttpVersion(),
+		Status:              int(p.GetStatus()),
+		RequestHeaderSize:   p.GetRequestHeaderSize(),
+		RequestBodySize:     p.GetRequestBodySize(),
+		ResponseHeaderSize:  p.GetResponseHeaderSize(),
+		ResponseBodySize:    p.GetResponseBodySize(),
+		RequestContentType:  p.GetRequestContentType(),
+		ResponseContentType: p.GetResponseContentType(),
+		UserAgent:           p.GetUserAgent(),
+		XForwardedFor:       p.GetXForwardedFor(),
+		XRequestID:          p.GetXRequestId(),
+		Traceparent:         p.GetTraceparent(),
+		ParseStatus:         model.ParseStatus(p.GetParseStatus()),
+	}
+}
+
+// CallTime is the time a call is filed under (the http_calls.time column):
+// request start, or response start when the request was not seen.
+func CallTime(p *orbweaverv1.HttpCall) time.Time {
+	if ns := p.GetRequestStartNs(); ns != 0 {
+		return time.Unix(0, ns).UTC()
+	}
+	return time.Unix(0, p.GetResponseStartNs()).UTC()
+}
+
+func addrBytes(a netip.Addr) []byte {
+	if !a.IsValid() {
+		return nil
+	}
+	a = a.Unmap()
+	return a.AsSlice()
+}
+
+// BytesAddr converts a 4- or 16-byte wire address; anything else gives the
+// zero Addr.
+func BytesAddr(b []byte) netip.Addr { return bytesAddr(b) }
+
+func bytesAddr(b []byte) netip.Addr {
+	a, ok := netip.AddrFromSlice(b)
+	if !ok {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
+
+// AppendJSON appends one JSON object (no newline) describing c, with the
+// http_calls column names as keys and times in RFC 3339 with nanoseconds.
+// Absent values (status, duration, unseen times) are null.
+func AppendJSON(b []byte, c *model.HTTPCall) []byte {
+	t := c.RequestStart
+	if t.IsZero() {
+		t = c.ResponseStart
+	}
+	b = append(b, `{"time":`...)
+	b = appendTime(b, t)
+	b = append(b, `,"client_ip":`...)
+	b = appendAddr(b, c.ClientAddr.Addr())
+	b = append(b, `,"client_port":`...)
+	b = strconv.AppendUint(b, uint64(c.ClientAddr.Port()), 10)
+	b = append(b, `,"server_ip":`...)
+	b = appendAddr(b, c.ServerAddr.Addr())
+	b = append(b, `,"server_port":`...)
+	b = strconv.AppendUint(b, uint64(c.ServerAddr.Port()), 10)
+	b = appendStr(b, "method", c.Method)
+	b = appendStr(b, "host", c.Host)
+	b = appendStr(b, "path", c.Path)
+	b = appendStr(b, "query", c.Query)
+	b = appendStr(b, "http_version", c.HTTPVersion)
+	b = append(b, `,"status":`...)
+	if c.Status > 0 {
+		b = strconv.AppendInt(b, int64(c.Status), 10)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"duration_us":`...)
+	if !c.ResponseEnd.IsZero() && !c.RequestStart.IsZero() {
+		b = strconv.AppendInt(b, c.Duration().Microseconds(), 10)
+	} else {
+		b = append(b, "null"...)
+	}
+	for _, f := range [...]struct {
+		k string
+		v time.Time
+	}{{"request_start", c.RequestStart}, {"request_end", c.RequestEnd}, {"response_start", c.ResponseStart}, {"response_end", c.ResponseEnd}} {
+		b = append(b, ',', '"')
+		b = append(b, f.k...)
+		b = append(b, '"', ':')
+		b = appendTime(b, f.v)
+	}
+	b = appendInt(b, "request_header_size", c.RequestHeaderSize)
+	b = appendInt(b, "request_body_size", c.RequestBodySize)
+	b = appendInt(b, "response_header_size", c.ResponseHeaderSize)
+	b = appendInt(b, "response_body_size", c.ResponseBodySize)
+	b = appendStr(b, "request_content_type", c.RequestContentType)
+	b = appendStr(b, "response_content_type", c.ResponseContentType)
+	b = appendStr(b, "user_agent", c.UserAgent)
+	b = appendStr(b, "x_forwarded_for", c.XForwardedFor)
+	b = appendStr(b, "x_request_id", c.XRequestID)
+	b = appendStr(b, "traceparent", c.Traceparent)
+	b = appendStr(b, "parse_status", string(c.ParseStatus))
+	return append(b, '}')
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return append(b, "null"...)
+	}
+	b = append(b, '"')
+	b = t.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000000Z07:00")
+	return append(b, '"')
+}
+
+func appendAddr(b []byte, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return append(b, "null"...)
+	}
+	b = append(b, '"')
+	b = a.AppendTo(b)
+	return append(b, '"')
+}
+
+func appendInt(b []byte, k string, v int64) []byte {
+	b = append(b, ',', '"')
+	b = append(b, k...)
+	b = append(b, '"', ':')
+	return strconv.AppendInt(b, v, 10)
+}
+
+func appendStr(b []byte, k, v string) []byte {
+	b = append(b, ',', '"')
+	b = append(b, k...)
+	b = append(b, '"', ':')
+	return AppendJSONString(b, v)
+}
+
+const hex = "0123456789abcdef"
+
+// AppendJSONString appends s as a JSON string literal. Invalid UTF-8 bytes
+// become U+FFFD so the output is always valid JSON.
+func AppendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c >= 0x20:
+				b = append(b, c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
