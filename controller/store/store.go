@@ -1,0 +1,81 @@
+// Package store is the controller's PostgreSQL storage: schema migrations,
+// time partitions, call batches stored exactly once, agents, their configs
+// and heartbeats. It uses a pgx connection pool; a Store is safe for
+// concurrent use.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+var (
+	// ErrNotFound: no agent (or agent config) has the given id or name.
+	ErrNotFound = errors.New("not found")
+	// ErrAmbiguous: several agents have the given name.
+	ErrAmbiguous = errors.New("ambiguous")
+)
+
+// partitionInterval is how often Run creates partitions ahead.
+const partitionInterval = time.Hour
+
+// Store is the controller's database. Create it with Open.
+type Store struct {
+	pool   *pgxpool.Pool
+	logger *slog.Logger
+}
+
+// Open connects to databaseURL, applies pending migrations and creates the
+// partitions around now. A nil logger discards messages.
+func Open(ctx context.Context, databaseURL string, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("store: parse database url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("store: connect: %w", err)
+	}
+	s := &Store{pool: pool, logger: logger}
+	if err := s.Migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if err := s.EnsurePartitions(ctx, time.Now()); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the pool, waiting for connections in use to be released.
+func (s *Store) Close() { s.pool.Close() }
+
+// Pool returns the connection pool, for queries this package does not
+// offer.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Run creates partitions ahead every hour until ctx is done, then returns
+// nil. Failures are logged and retried at the next tick.
+func (s *Store) Run(ctx context.Context) error {
+	t := time.NewTicker(partitionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			if err := s.EnsurePartitions(ctx, now); err != nil && ctx.Err() == nil {
+				s.logger.Error("ensure partitions", "err", err)
+			}
+		}
+	}
+}
