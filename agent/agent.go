@@ -227,7 +227,8 @@ func (a *Agent) hello() *orbweaverv1.Hello {
 	} else {
 		a.log.Warn("list interfaces", "err", err)
 	}
-	h.Capturing = a.current.Load() != nil
+	cur := a.current.Load()
+	h.Capturing = cur != nil && cur.handle.Load() != nil
 	return h
 }
 
@@ -432,6 +433,7 @@ func (a *Agent) capture(ctx context.Context, s *captureSession, conf *orbweaverv
 	}
 	defer h.Close()
 	s.handle.Store(h)
+	a.heartbeatNow() // capturing from now on
 	a.log.Info("capture started", "source", a.source(c), "filter", c.GetBpfFilter())
 	return runCapture(ctx, h, s.pipe)
 }
@@ -529,7 +531,7 @@ func (a *Agent) Stats() Stats {
 	if a.up != nil {
 		us = a.up.Stats()
 	}
-	return Stats{Pipeline: ps, KernelDrops: kd, Uplink: us, Capturing: cur != nil}
+	return Stats{Pipeline: ps, KernelDrops: kd, Uplink: us, Capturing: cur != nil && cur.handle.Load() != nil}
 }
 
 func (a *Agent) heartbeat() *orbweaverv1.Heartbeat {
