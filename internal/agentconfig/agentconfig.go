@@ -148,7 +148,7 @@ func Validate(cfg *orbweaverv1.AgentConfig, env Env) *ValidationError {
 			snap = 262144
 		}
 		if err := env.CompileFilter(expr, snap); err != nil {
-			errs = append(errs, FieldError{"capture.bpf_filter", fmt.Sprintf("does not compile: %v", err)})
+			errs = append(errs, FieldError{"capture.bpf_filter", "does not compile: " + strings.TrimPrefix(err.Error(), "bpf filter: ")})
 		}
 	}
 	if len(errs) == 0 {
