@@ -556,7 +556,25 @@ type Heartbeat struct {
 	InFlightBatches uint32                 `protobuf:"varint,10,opt,name=in_flight_batches,json=inFlightBatches,proto3" json:"in_flight_batches,omitempty"`
 	LastAckRttUs    int64                  `protobuf:"varint,11,opt,name=last_ack_rtt_us,json=lastAckRttUs,proto3" json:"last_ack_rtt_us,omitempty"`
 	// Set when the capture stopped on an error (bad interface, file error...).
-	CaptureError  string `protobuf:"bytes,12,opt,name=capture_error,json=captureError,proto3" json:"capture_error,omitempty"`
+	CaptureError string `protobuf:"bytes,12,opt,name=capture_error,json=captureError,proto3" json:"capture_error,omitempty"`
+	// Average CPU use of the agent process since the previous heartbeat, in
+	// percent of one core.
+	CpuPercent float64 `protobuf:"fixed64,13,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
+	RssBytes   uint64  `protobuf:"varint,14,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
+	// When the current capture started (0 when not capturing).
+	CaptureStartNs int64 `protobuf:"varint,15,opt,name=capture_start_ns,json=captureStartNs,proto3" json:"capture_start_ns,omitempty"`
+	// Rates since the previous heartbeat.
+	PacketsPerSecond float64 `protobuf:"fixed64,16,opt,name=packets_per_second,json=packetsPerSecond,proto3" json:"packets_per_second,omitempty"`
+	BytesPerSecond   float64 `protobuf:"fixed64,17,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
+	// Encoded bytes of call batches acknowledged by the controller.
+	BytesUploaded uint64 `protobuf:"varint,18,opt,name=bytes_uploaded,json=bytesUploaded,proto3" json:"bytes_uploaded,omitempty"`
+	// Queue drops by reason ("queue_full_calls", "queue_full_bytes", ...);
+	// queue_drops is their sum.
+	QueueDropsByReason map[string]uint64 `protobuf:"bytes,19,rep,name=queue_drops_by_reason,json=queueDropsByReason,proto3" json:"queue_drops_by_reason,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Calls captured and not yet acknowledged (lost if the agent dies now).
+	UnackedCalls uint64 `protobuf:"varint,20,opt,name=unacked_calls,json=unackedCalls,proto3" json:"unacked_calls,omitempty"`
+	// Calls the pipeline produced (before queueing).
+	CallsCaptured uint64 `protobuf:"varint,21,opt,name=calls_captured,json=callsCaptured,proto3" json:"calls_captured,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -673,6 +691,69 @@ func (x *Heartbeat) GetCaptureError() string {
 		return x.CaptureError
 	}
 	return ""
+}
+
+func (x *Heartbeat) GetCpuPercent() float64 {
+	if x != nil {
+		return x.CpuPercent
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetRssBytes() uint64 {
+	if x != nil {
+		return x.RssBytes
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetCaptureStartNs() int64 {
+	if x != nil {
+		return x.CaptureStartNs
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetPacketsPerSecond() float64 {
+	if x != nil {
+		return x.PacketsPerSecond
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetBytesPerSecond() float64 {
+	if x != nil {
+		return x.BytesPerSecond
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetBytesUploaded() uint64 {
+	if x != nil {
+		return x.BytesUploaded
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetQueueDropsByReason() map[string]uint64 {
+	if x != nil {
+		return x.QueueDropsByReason
+	}
+	return nil
+}
+
+func (x *Heartbeat) GetUnackedCalls() uint64 {
+	if x != nil {
+		return x.UnackedCalls
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetCallsCaptured() uint64 {
+	if x != nil {
+		return x.CallsCaptured
+	}
+	return 0
 }
 
 type ConfigAck struct {
@@ -984,7 +1065,7 @@ const file_orbweaver_v1_agent_proto_rawDesc = "" +
 	"interfaces\x18\a \x03(\v2\x1e.orbweaver.v1.NetworkInterfaceR\n" +
 	"interfaces\x12'\n" +
 	"\x0fpending_batches\x18\b \x01(\x04R\x0ependingBatches\x12\x1c\n" +
-	"\tcapturing\x18\t \x01(\bR\tcapturing\"\x91\x03\n" +
+	"\tcapturing\x18\t \x01(\bR\tcapturing\"\xef\x06\n" +
 	"\tHeartbeat\x12\x17\n" +
 	"\atime_ns\x18\x01 \x01(\x03R\x06timeNs\x12\x1c\n" +
 	"\tcapturing\x18\x02 \x01(\bR\tcapturing\x12\x18\n" +
@@ -1001,7 +1082,20 @@ const file_orbweaver_v1_agent_proto_rawDesc = "" +
 	"\x11in_flight_batches\x18\n" +
 	" \x01(\rR\x0finFlightBatches\x12%\n" +
 	"\x0flast_ack_rtt_us\x18\v \x01(\x03R\flastAckRttUs\x12#\n" +
-	"\rcapture_error\x18\f \x01(\tR\fcaptureError\";\n" +
+	"\rcapture_error\x18\f \x01(\tR\fcaptureError\x12\x1f\n" +
+	"\vcpu_percent\x18\r \x01(\x01R\n" +
+	"cpuPercent\x12\x1b\n" +
+	"\trss_bytes\x18\x0e \x01(\x04R\brssBytes\x12(\n" +
+	"\x10capture_start_ns\x18\x0f \x01(\x03R\x0ecaptureStartNs\x12,\n" +
+	"\x12packets_per_second\x18\x10 \x01(\x01R\x10packetsPerSecond\x12(\n" +
+	"\x10bytes_per_second\x18\x11 \x01(\x01R\x0ebytesPerSecond\x12%\n" +
+	"\x0ebytes_uploaded\x18\x12 \x01(\x04R\rbytesUploaded\x12b\n" +
+	"\x15queue_drops_by_reason\x18\x13 \x03(\v2/.orbweaver.v1.Heartbeat.QueueDropsByReasonEntryR\x12queueDropsByReason\x12#\n" +
+	"\runacked_calls\x18\x14 \x01(\x04R\funackedCalls\x12%\n" +
+	"\x0ecalls_captured\x18\x15 \x01(\x04R\rcallsCaptured\x1aE\n" +
+	"\x17QueueDropsByReasonEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\";\n" +
 	"\tConfigAck\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"W\n" +
@@ -1043,7 +1137,7 @@ func file_orbweaver_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_orbweaver_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_orbweaver_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_orbweaver_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_orbweaver_v1_agent_proto_goTypes = []any{
 	(AgentMode)(0),            // 0: orbweaver.v1.AgentMode
 	(Command_Kind)(0),         // 1: orbweaver.v1.Command.Kind
@@ -1057,13 +1151,14 @@ var file_orbweaver_v1_agent_proto_goTypes = []any{
 	(*ConfigUpdate)(nil),      // 9: orbweaver.v1.ConfigUpdate
 	(*Command)(nil),           // 10: orbweaver.v1.Command
 	(*BatchAck)(nil),          // 11: orbweaver.v1.BatchAck
-	(*CallBatch)(nil),         // 12: orbweaver.v1.CallBatch
-	(*AgentConfig)(nil),       // 13: orbweaver.v1.AgentConfig
+	nil,                       // 12: orbweaver.v1.Heartbeat.QueueDropsByReasonEntry
+	(*CallBatch)(nil),         // 13: orbweaver.v1.CallBatch
+	(*AgentConfig)(nil),       // 14: orbweaver.v1.AgentConfig
 }
 var file_orbweaver_v1_agent_proto_depIdxs = []int32{
 	5,  // 0: orbweaver.v1.AgentMessage.hello:type_name -> orbweaver.v1.Hello
 	6,  // 1: orbweaver.v1.AgentMessage.heartbeat:type_name -> orbweaver.v1.Heartbeat
-	12, // 2: orbweaver.v1.AgentMessage.call_batch:type_name -> orbweaver.v1.CallBatch
+	13, // 2: orbweaver.v1.AgentMessage.call_batch:type_name -> orbweaver.v1.CallBatch
 	7,  // 3: orbweaver.v1.AgentMessage.config_ack:type_name -> orbweaver.v1.ConfigAck
 	8,  // 4: orbweaver.v1.ControllerMessage.welcome:type_name -> orbweaver.v1.Welcome
 	9,  // 5: orbweaver.v1.ControllerMessage.config:type_name -> orbweaver.v1.ConfigUpdate
@@ -1071,16 +1166,17 @@ var file_orbweaver_v1_agent_proto_depIdxs = []int32{
 	11, // 7: orbweaver.v1.ControllerMessage.batch_ack:type_name -> orbweaver.v1.BatchAck
 	0,  // 8: orbweaver.v1.Hello.mode:type_name -> orbweaver.v1.AgentMode
 	4,  // 9: orbweaver.v1.Hello.interfaces:type_name -> orbweaver.v1.NetworkInterface
-	9,  // 10: orbweaver.v1.Welcome.config:type_name -> orbweaver.v1.ConfigUpdate
-	13, // 11: orbweaver.v1.ConfigUpdate.config:type_name -> orbweaver.v1.AgentConfig
-	1,  // 12: orbweaver.v1.Command.kind:type_name -> orbweaver.v1.Command.Kind
-	2,  // 13: orbweaver.v1.AgentService.Connect:input_type -> orbweaver.v1.AgentMessage
-	3,  // 14: orbweaver.v1.AgentService.Connect:output_type -> orbweaver.v1.ControllerMessage
-	14, // [14:15] is the sub-list for method output_type
-	13, // [13:14] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	12, // 10: orbweaver.v1.Heartbeat.queue_drops_by_reason:type_name -> orbweaver.v1.Heartbeat.QueueDropsByReasonEntry
+	9,  // 11: orbweaver.v1.Welcome.config:type_name -> orbweaver.v1.ConfigUpdate
+	14, // 12: orbweaver.v1.ConfigUpdate.config:type_name -> orbweaver.v1.AgentConfig
+	1,  // 13: orbweaver.v1.Command.kind:type_name -> orbweaver.v1.Command.Kind
+	2,  // 14: orbweaver.v1.AgentService.Connect:input_type -> orbweaver.v1.AgentMessage
+	3,  // 15: orbweaver.v1.AgentService.Connect:output_type -> orbweaver.v1.ControllerMessage
+	15, // [15:16] is the sub-list for method output_type
+	14, // [14:15] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_orbweaver_v1_agent_proto_init() }
@@ -1108,7 +1204,7 @@ func file_orbweaver_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orbweaver_v1_agent_proto_rawDesc), len(file_orbweaver_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

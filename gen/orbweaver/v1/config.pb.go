@@ -28,7 +28,8 @@ type AgentConfig struct {
 	Capture  *CaptureConfig         `protobuf:"bytes,1,opt,name=capture,proto3" json:"capture,omitempty"`
 	Shipping *ShippingConfig        `protobuf:"bytes,2,opt,name=shipping,proto3" json:"shipping,omitempty"`
 	// Seconds between heartbeats (1..3600).
-	HeartbeatIntervalSeconds uint32 `protobuf:"varint,3,opt,name=heartbeat_interval_seconds,json=heartbeatIntervalSeconds,proto3" json:"heartbeat_interval_seconds,omitempty"`
+	HeartbeatIntervalSeconds uint32         `protobuf:"varint,3,opt,name=heartbeat_interval_seconds,json=heartbeatIntervalSeconds,proto3" json:"heartbeat_interval_seconds,omitempty"`
+	Parsing                  *ParsingConfig `protobuf:"bytes,4,opt,name=parsing,proto3" json:"parsing,omitempty"`
 	unknownFields            protoimpl.UnknownFields
 	sizeCache                protoimpl.SizeCache
 }
@@ -84,6 +85,13 @@ func (x *AgentConfig) GetHeartbeatIntervalSeconds() uint32 {
 	return 0
 }
 
+func (x *AgentConfig) GetParsing() *ParsingConfig {
+	if x != nil {
+		return x.Parsing
+	}
+	return nil
+}
+
 type CaptureConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Network interface to capture on (interface mode). Must be one of the
@@ -96,6 +104,11 @@ type CaptureConfig struct {
 	Promiscuous bool   `protobuf:"varint,4,opt,name=promiscuous,proto3" json:"promiscuous,omitempty"`
 	// Kernel capture buffer in MiB (1..4096).
 	BufferSizeMib uint32 `protobuf:"varint,5,opt,name=buffer_size_mib,json=bufferSizeMib,proto3" json:"buffer_size_mib,omitempty"`
+	// "interface" (live capture) or "file" (read file_path on the agent's
+	// host). Empty means the agent's own mode (its flags).
+	Mode string `protobuf:"bytes,6,opt,name=mode,proto3" json:"mode,omitempty"`
+	// The pcap/pcapng file read in file mode.
+	FilePath      string `protobuf:"bytes,7,opt,name=file_path,json=filePath,proto3" json:"file_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -165,6 +178,175 @@ func (x *CaptureConfig) GetBufferSizeMib() uint32 {
 	return 0
 }
 
+func (x *CaptureConfig) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *CaptureConfig) GetFilePath() string {
+	if x != nil {
+		return x.FilePath
+	}
+	return ""
+}
+
+// ParsingConfig tells the decoders what to extract and what to hide.
+type ParsingConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Protocol decoders enabled, e.g. ["http"].
+	Protocols []string `protobuf:"bytes,1,rep,name=protocols,proto3" json:"protocols,omitempty"`
+	// Header names stored on calls (case-insensitive), in addition to the
+	// dedicated columns; ignored when all_headers is true.
+	HeadersKeep []string `protobuf:"bytes,2,rep,name=headers_keep,json=headersKeep,proto3" json:"headers_keep,omitempty"`
+	AllHeaders  bool     `protobuf:"varint,3,opt,name=all_headers,json=allHeaders,proto3" json:"all_headers,omitempty"`
+	// Header names whose values are redacted before leaving the agent, in
+	// addition to Authorization, Proxy-Authorization, Cookie and Set-Cookie
+	// (always redacted).
+	HeadersRedact []string `protobuf:"bytes,4,rep,name=headers_redact,json=headersRedact,proto3" json:"headers_redact,omitempty"`
+	// Capture request/response bodies (off by default) up to body_max_bytes.
+	CaptureBodies bool   `protobuf:"varint,5,opt,name=capture_bodies,json=captureBodies,proto3" json:"capture_bodies,omitempty"`
+	BodyMaxBytes  uint32 `protobuf:"varint,6,opt,name=body_max_bytes,json=bodyMaxBytes,proto3" json:"body_max_bytes,omitempty"`
+	// Path template rules applied before the built-in normalization.
+	TemplateRules []*TemplateRule `protobuf:"bytes,7,rep,name=template_rules,json=templateRules,proto3" json:"template_rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParsingConfig) Reset() {
+	*x = ParsingConfig{}
+	mi := &file_orbweaver_v1_config_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParsingConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParsingConfig) ProtoMessage() {}
+
+func (x *ParsingConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_orbweaver_v1_config_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParsingConfig.ProtoReflect.Descriptor instead.
+func (*ParsingConfig) Descriptor() ([]byte, []int) {
+	return file_orbweaver_v1_config_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ParsingConfig) GetProtocols() []string {
+	if x != nil {
+		return x.Protocols
+	}
+	return nil
+}
+
+func (x *ParsingConfig) GetHeadersKeep() []string {
+	if x != nil {
+		return x.HeadersKeep
+	}
+	return nil
+}
+
+func (x *ParsingConfig) GetAllHeaders() bool {
+	if x != nil {
+		return x.AllHeaders
+	}
+	return false
+}
+
+func (x *ParsingConfig) GetHeadersRedact() []string {
+	if x != nil {
+		return x.HeadersRedact
+	}
+	return nil
+}
+
+func (x *ParsingConfig) GetCaptureBodies() bool {
+	if x != nil {
+		return x.CaptureBodies
+	}
+	return false
+}
+
+func (x *ParsingConfig) GetBodyMaxBytes() uint32 {
+	if x != nil {
+		return x.BodyMaxBytes
+	}
+	return 0
+}
+
+func (x *ParsingConfig) GetTemplateRules() []*TemplateRule {
+	if x != nil {
+		return x.TemplateRules
+	}
+	return nil
+}
+
+// TemplateRule rewrites paths matching a regular expression (RE2 syntax)
+// into a route template, e.g. "^/users/[^/]+/avatar$" → "/users/{user}/avatar".
+type TemplateRule struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pattern       string                 `protobuf:"bytes,1,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	Template      string                 `protobuf:"bytes,2,opt,name=template,proto3" json:"template,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TemplateRule) Reset() {
+	*x = TemplateRule{}
+	mi := &file_orbweaver_v1_config_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TemplateRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TemplateRule) ProtoMessage() {}
+
+func (x *TemplateRule) ProtoReflect() protoreflect.Message {
+	mi := &file_orbweaver_v1_config_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TemplateRule.ProtoReflect.Descriptor instead.
+func (*TemplateRule) Descriptor() ([]byte, []int) {
+	return file_orbweaver_v1_config_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TemplateRule) GetPattern() string {
+	if x != nil {
+		return x.Pattern
+	}
+	return ""
+}
+
+func (x *TemplateRule) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
 type ShippingConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A batch is sent when it holds this many calls (1..100000)...
@@ -175,13 +357,16 @@ type ShippingConfig struct {
 	QueueMaxCalls uint32 `protobuf:"varint,3,opt,name=queue_max_calls,json=queueMaxCalls,proto3" json:"queue_max_calls,omitempty"`
 	// Batches sent and not yet acknowledged (1..1024).
 	MaxInFlightBatches uint32 `protobuf:"varint,4,opt,name=max_in_flight_batches,json=maxInFlightBatches,proto3" json:"max_in_flight_batches,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Bytes (encoded size) of calls buffered beyond in-flight batches
+	// (1 MiB..4 GiB).
+	QueueMaxBytes uint64 `protobuf:"varint,5,opt,name=queue_max_bytes,json=queueMaxBytes,proto3" json:"queue_max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ShippingConfig) Reset() {
 	*x = ShippingConfig{}
-	mi := &file_orbweaver_v1_config_proto_msgTypes[2]
+	mi := &file_orbweaver_v1_config_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -193,7 +378,7 @@ func (x *ShippingConfig) String() string {
 func (*ShippingConfig) ProtoMessage() {}
 
 func (x *ShippingConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_orbweaver_v1_config_proto_msgTypes[2]
+	mi := &file_orbweaver_v1_config_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -206,7 +391,7 @@ func (x *ShippingConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShippingConfig.ProtoReflect.Descriptor instead.
 func (*ShippingConfig) Descriptor() ([]byte, []int) {
-	return file_orbweaver_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_orbweaver_v1_config_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ShippingConfig) GetBatchMaxCalls() uint32 {
@@ -237,6 +422,13 @@ func (x *ShippingConfig) GetMaxInFlightBatches() uint32 {
 	return 0
 }
 
+func (x *ShippingConfig) GetQueueMaxBytes() uint64 {
+	if x != nil {
+		return x.QueueMaxBytes
+	}
+	return 0
+}
+
 // FieldError names one invalid field of an update.
 type FieldError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -249,7 +441,7 @@ type FieldError struct {
 
 func (x *FieldError) Reset() {
 	*x = FieldError{}
-	mi := &file_orbweaver_v1_config_proto_msgTypes[3]
+	mi := &file_orbweaver_v1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +453,7 @@ func (x *FieldError) String() string {
 func (*FieldError) ProtoMessage() {}
 
 func (x *FieldError) ProtoReflect() protoreflect.Message {
-	mi := &file_orbweaver_v1_config_proto_msgTypes[3]
+	mi := &file_orbweaver_v1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +466,7 @@ func (x *FieldError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldError.ProtoReflect.Descriptor instead.
 func (*FieldError) Descriptor() ([]byte, []int) {
-	return file_orbweaver_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_orbweaver_v1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FieldError) GetField() string {
@@ -291,31 +483,117 @@ func (x *FieldError) GetMessage() string {
 	return ""
 }
 
+// ConfigField is one field of an agent's effective configuration and where
+// its value comes from.
+type ConfigField struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Dotted path, e.g. "capture.bpf_filter".
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// The value as JSON (a string, number, boolean or array).
+	Value string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// "builtin" (the controller's built-in default), "default" (set as a
+	// server-wide default) or "override" (set for this agent).
+	Source        string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigField) Reset() {
+	*x = ConfigField{}
+	mi := &file_orbweaver_v1_config_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigField) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigField) ProtoMessage() {}
+
+func (x *ConfigField) ProtoReflect() protoreflect.Message {
+	mi := &file_orbweaver_v1_config_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigField.ProtoReflect.Descriptor instead.
+func (*ConfigField) Descriptor() ([]byte, []int) {
+	return file_orbweaver_v1_config_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ConfigField) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ConfigField) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *ConfigField) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
 var File_orbweaver_v1_config_proto protoreflect.FileDescriptor
 
 const file_orbweaver_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x19orbweaver/v1/config.proto\x12\forbweaver.v1\"\xbc\x01\n" +
+	"\x19orbweaver/v1/config.proto\x12\forbweaver.v1\"\xf3\x01\n" +
 	"\vAgentConfig\x125\n" +
 	"\acapture\x18\x01 \x01(\v2\x1b.orbweaver.v1.CaptureConfigR\acapture\x128\n" +
 	"\bshipping\x18\x02 \x01(\v2\x1c.orbweaver.v1.ShippingConfigR\bshipping\x12<\n" +
-	"\x1aheartbeat_interval_seconds\x18\x03 \x01(\rR\x18heartbeatIntervalSeconds\"\xb0\x01\n" +
+	"\x1aheartbeat_interval_seconds\x18\x03 \x01(\rR\x18heartbeatIntervalSeconds\x125\n" +
+	"\aparsing\x18\x04 \x01(\v2\x1b.orbweaver.v1.ParsingConfigR\aparsing\"\xe1\x01\n" +
 	"\rCaptureConfig\x12\x1c\n" +
 	"\tinterface\x18\x01 \x01(\tR\tinterface\x12\x1d\n" +
 	"\n" +
 	"bpf_filter\x18\x02 \x01(\tR\tbpfFilter\x12\x18\n" +
 	"\asnaplen\x18\x03 \x01(\rR\asnaplen\x12 \n" +
 	"\vpromiscuous\x18\x04 \x01(\bR\vpromiscuous\x12&\n" +
-	"\x0fbuffer_size_mib\x18\x05 \x01(\rR\rbufferSizeMib\"\xc0\x01\n" +
+	"\x0fbuffer_size_mib\x18\x05 \x01(\rR\rbufferSizeMib\x12\x12\n" +
+	"\x04mode\x18\x06 \x01(\tR\x04mode\x12\x1b\n" +
+	"\tfile_path\x18\a \x01(\tR\bfilePath\"\xa8\x02\n" +
+	"\rParsingConfig\x12\x1c\n" +
+	"\tprotocols\x18\x01 \x03(\tR\tprotocols\x12!\n" +
+	"\fheaders_keep\x18\x02 \x03(\tR\vheadersKeep\x12\x1f\n" +
+	"\vall_headers\x18\x03 \x01(\bR\n" +
+	"allHeaders\x12%\n" +
+	"\x0eheaders_redact\x18\x04 \x03(\tR\rheadersRedact\x12%\n" +
+	"\x0ecapture_bodies\x18\x05 \x01(\bR\rcaptureBodies\x12$\n" +
+	"\x0ebody_max_bytes\x18\x06 \x01(\rR\fbodyMaxBytes\x12A\n" +
+	"\x0etemplate_rules\x18\a \x03(\v2\x1a.orbweaver.v1.TemplateRuleR\rtemplateRules\"D\n" +
+	"\fTemplateRule\x12\x18\n" +
+	"\apattern\x18\x01 \x01(\tR\apattern\x12\x1a\n" +
+	"\btemplate\x18\x02 \x01(\tR\btemplate\"\xe8\x01\n" +
 	"\x0eShippingConfig\x12&\n" +
 	"\x0fbatch_max_calls\x18\x01 \x01(\rR\rbatchMaxCalls\x12+\n" +
 	"\x12batch_max_delay_ms\x18\x02 \x01(\rR\x0fbatchMaxDelayMs\x12&\n" +
 	"\x0fqueue_max_calls\x18\x03 \x01(\rR\rqueueMaxCalls\x121\n" +
-	"\x15max_in_flight_batches\x18\x04 \x01(\rR\x12maxInFlightBatches\"<\n" +
+	"\x15max_in_flight_batches\x18\x04 \x01(\rR\x12maxInFlightBatches\x12&\n" +
+	"\x0fqueue_max_bytes\x18\x05 \x01(\x04R\rqueueMaxBytes\"<\n" +
 	"\n" +
 	"FieldError\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessageB=Z;github.com/orbweaver/orbweaver/gen/orbweaver/v1;orbweaverv1b\x06proto3"
+	"\amessage\x18\x02 \x01(\tR\amessage\"O\n" +
+	"\vConfigField\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06sourceB=Z;github.com/orbweaver/orbweaver/gen/orbweaver/v1;orbweaverv1b\x06proto3"
 
 var (
 	file_orbweaver_v1_config_proto_rawDescOnce sync.Once
@@ -329,21 +607,26 @@ func file_orbweaver_v1_config_proto_rawDescGZIP() []byte {
 	return file_orbweaver_v1_config_proto_rawDescData
 }
 
-var file_orbweaver_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_orbweaver_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_orbweaver_v1_config_proto_goTypes = []any{
 	(*AgentConfig)(nil),    // 0: orbweaver.v1.AgentConfig
 	(*CaptureConfig)(nil),  // 1: orbweaver.v1.CaptureConfig
-	(*ShippingConfig)(nil), // 2: orbweaver.v1.ShippingConfig
-	(*FieldError)(nil),     // 3: orbweaver.v1.FieldError
+	(*ParsingConfig)(nil),  // 2: orbweaver.v1.ParsingConfig
+	(*TemplateRule)(nil),   // 3: orbweaver.v1.TemplateRule
+	(*ShippingConfig)(nil), // 4: orbweaver.v1.ShippingConfig
+	(*FieldError)(nil),     // 5: orbweaver.v1.FieldError
+	(*ConfigField)(nil),    // 6: orbweaver.v1.ConfigField
 }
 var file_orbweaver_v1_config_proto_depIdxs = []int32{
 	1, // 0: orbweaver.v1.AgentConfig.capture:type_name -> orbweaver.v1.CaptureConfig
-	2, // 1: orbweaver.v1.AgentConfig.shipping:type_name -> orbweaver.v1.ShippingConfig
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 1: orbweaver.v1.AgentConfig.shipping:type_name -> orbweaver.v1.ShippingConfig
+	2, // 2: orbweaver.v1.AgentConfig.parsing:type_name -> orbweaver.v1.ParsingConfig
+	3, // 3: orbweaver.v1.ParsingConfig.template_rules:type_name -> orbweaver.v1.TemplateRule
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_orbweaver_v1_config_proto_init() }
@@ -357,7 +640,7 @@ func file_orbweaver_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orbweaver_v1_config_proto_rawDesc), len(file_orbweaver_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -502,10 +502,15 @@ func (x *GetConfigRequest) GetAgent() string {
 type GetConfigResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	// The effective config (built-in defaults merged with this agent's settings).
-	Config        *AgentConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
-	Version       uint64       `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
-	AckedVersion  uint64       `protobuf:"varint,4,opt,name=acked_version,json=ackedVersion,proto3" json:"acked_version,omitempty"`
+	// The effective config: built-in defaults, then server-wide defaults,
+	// then this agent's overrides.
+	Config       *AgentConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	Version      uint64       `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	AckedVersion uint64       `protobuf:"varint,4,opt,name=acked_version,json=ackedVersion,proto3" json:"acked_version,omitempty"`
+	// Every field with its effective value and its source.
+	Fields []*ConfigField `protobuf:"bytes,5,rep,name=fields,proto3" json:"fields,omitempty"`
+	// Why the agent rejected its last config, if it did.
+	ApplyError    string `protobuf:"bytes,6,opt,name=apply_error,json=applyError,proto3" json:"apply_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -568,12 +573,29 @@ func (x *GetConfigResponse) GetAckedVersion() uint64 {
 	return 0
 }
 
+func (x *GetConfigResponse) GetFields() []*ConfigField {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+func (x *GetConfigResponse) GetApplyError() string {
+	if x != nil {
+		return x.ApplyError
+	}
+	return ""
+}
+
 type UpdateConfigRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Agent  string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
 	Config *AgentConfig           `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
-	// Paths to set from config, e.g. "capture.bpf_filter". Required.
-	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// Paths to override from config, e.g. "capture.bpf_filter".
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// Paths whose override is removed (the field falls back to the default).
+	// At least one of update_mask and clear_mask must name a field.
+	ClearMask     *fieldmaskpb.FieldMask `protobuf:"bytes,4,opt,name=clear_mask,json=clearMask,proto3" json:"clear_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -629,11 +651,19 @@ func (x *UpdateConfigRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
 	return nil
 }
 
+func (x *UpdateConfigRequest) GetClearMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.ClearMask
+	}
+	return nil
+}
+
 type UpdateConfigResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	Config        *AgentConfig           `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
 	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	Fields        []*ConfigField         `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -689,6 +719,602 @@ func (x *UpdateConfigResponse) GetVersion() uint64 {
 	return 0
 }
 
+func (x *UpdateConfigResponse) GetFields() []*ConfigField {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+type GetDefaultConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDefaultConfigRequest) Reset() {
+	*x = GetDefaultConfigRequest{}
+	mi := &file_orbweaver_v1_control_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDefaultConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDefaultConfigRequest) ProtoMessage() {}
+
+func (x *GetDefaultConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orbweaver_v1_control_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDefaultConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetDefaultConfigRequest) Descriptor() ([]byte, []int) {
+	return file_orbweaver_v1_control_proto_rawDescGZIP(), []int{10}
+}
+
+type GetDefaultConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Built-in defaults with the server-wide defaults applied.
+	Config *AgentConfig `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	// Every field with its value and source ("builtin" or "default").
+	Fields        []*ConfigField `protobuf:"bytes,2,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDefaultConfigResponse) Reset() {
+	*x = GetDefaultConfigResponse{}
+	mi := &file_orbweaver_v1_control_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDefaultConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDefaultConfigResponse) ProtoMessage() {}
+
+func (x *GetDefaultConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orbweaver_v1_control_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDefaultConfigResponse.ProtoReflect.Descriptor instead.
+func (*GetDefaultConfigResponse) Descriptor() ([]byte, []int) {
+	return file_orbweaver_v1_control_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetDefaultConfigResponse) GetConfig() *AgentConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *GetDefaultConfigResponse) GetFields() []*ConfigField {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+type UpdateDefaultConfigRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Config     *AgentConfig           `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// Paths whose server-wide default is removed (back to the built-in value).
+	ClearMask     *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=clear_mask,json=clearMask,proto3" json:"clear_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateDefaultConfigRequest) Reset() {
+	*x = UpdateDefaultConfigRequest{}
+	mi := &file_orbweaver_v1_control_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateDefaultConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateDefaultConfigRequest) ProtoMessage() {}
+
+func (x *UpdateDefaultConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orbweaver_v1_control_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateDefaultConfigRequest.ProtoReflect.Descriptor instead.
+func (*UpdateDefaultConfigRequest) Descriptor() ([]byte, []int) {
+	return file_orbweaver_v1_control_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *UpdateDefaultConfigRequest) GetConfig() *AgentConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *UpdateDefaultConfigRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+func (x *UpdateDefaultConfigRequest) GetClearMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.ClearMask
+	}
+	return nil
+}
+
+type UploadPcapRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*UploadPcapRequest_Start
+	//	*UploadPcapRequest_Data
+	Msg           isUploadPcapRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadPcapRequest) Reset() {
+	*x = UploadPcapRequest{}
+	mi := &file_orbweaver_v1_control_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadPcapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadPcapRequest) ProtoMessage() {}
+
+func (x *UploadPcapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orbweaver_v1_control_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadPcapRequest.ProtoReflect.Descriptor instead.
+func (*UploadPcapRequest) Descriptor() ([]byte, []int) {
+	return file_orbweaver_v1_control_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UploadPcapRequest) GetMsg() isUploadPcapRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *UploadPcapRequest) GetStart() *UploadStart {
+	if x != nil {
+		if x, ok := x.Msg.(*UploadPcapRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *UploadPcapRequest) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*UploadPcapRequest_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+type isUploadPcapRequest_Msg interface {
+	isUploadPcapRequest_Msg()
+}
+
+type UploadPcapRequest_Start struct {
+	// First message.
+	Start *UploadStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type UploadPcapRequest_Data struct {
+	// Following messages: consecutive bytes of the file.
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+func (*UploadPcapRequest_Start) isUploadPcapRequest_Msg() {}
+
+func (*UploadPcapRequest_Data) isUploadPcapRequest_Msg() {}
+
+type UploadStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A name for the capture (shown as the upload agent's name).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Total size if known, for progress.
+	SizeBytes     uint64 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadStart) Reset() {
+	*x = UploadStart{}
+	mi := &file_orbweaver_v1_control_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadStart) ProtoMessage() {}
+
+func (x *UploadStart) ProtoReflect() protoreflect.Message {
+	mi := &file_orbweaver_v1_control_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadStart.ProtoReflect.Descriptor instead.
+func (*UploadStart) Descriptor() ([]byte, []int) {
+	return file_orbweaver_v1_control_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *UploadStart) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UploadStart) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+type UploadPcapResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UploadId string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	// The agent id the calls are stored under.
+	AgentId     string `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Bytes       uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Packets     uint64 `protobuf:"varint,4,opt,name=packets,proto3" json:"packets,omitempty"`
+	Calls       uint64 `protobuf:"varint,5,opt,name=calls,proto3" json:"calls,omitempty"`
+	ParseErrors uint64 `protobuf:"varint,6,opt,name=parse_errors,json=parseErrors,proto3" json:"parse_errors,omitempty"`
+	// Set when the file could not be read to its end (calls before the
+	// error are stored).
+	Error         string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadPcapResponse) Reset() {
+	*x = UploadPcapResponse{}
+	mi := &file_orbweaver_v1_control_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadPcapResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadPcapResponse) ProtoMessage() {}
+
+func (x *UploadPcapResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orbweaver_v1_control_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadPcapResponse.ProtoReflect.Descriptor instead.
+func (*UploadPcapResponse) Descriptor() ([]byte, []int) {
+	return file_orbweaver_v1_control_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *UploadPcapResponse) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *UploadPcapResponse) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *UploadPcapResponse) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *UploadPcapResponse) GetPackets() uint64 {
+	if x != nil {
+		return x.Packets
+	}
+	return 0
+}
+
+func (x *UploadPcapResponse) GetCalls() uint64 {
+	if x != nil {
+		return x.Calls
+	}
+	return 0
+}
+
+func (x *UploadPcapResponse) GetParseErrors() uint64 {
+	if x != nil {
+		return x.ParseErrors
+	}
+	return 0
+}
+
+func (x *UploadPcapResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ListUploadsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUploadsRequest) Reset() {
+	*x = ListUploadsRequest{}
+	mi := &file_orbweaver_v1_control_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUploadsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUploadsRequest) ProtoMessage() {}
+
+func (x *ListUploadsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orbweaver_v1_control_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUploadsRequest.ProtoReflect.Descriptor instead.
+func (*ListUploadsRequest) Descriptor() ([]byte, []int) {
+	return file_orbweaver_v1_control_proto_rawDescGZIP(), []int{16}
+}
+
+type Upload struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UploadId string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	AgentId  string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Name     string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// "receiving", "done" or "failed".
+	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	BytesReceived uint64                 `protobuf:"varint,5,opt,name=bytes_received,json=bytesReceived,proto3" json:"bytes_received,omitempty"`
+	SizeBytes     uint64                 `protobuf:"varint,6,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Packets       uint64                 `protobuf:"varint,7,opt,name=packets,proto3" json:"packets,omitempty"`
+	Calls         uint64                 `protobuf:"varint,8,opt,name=calls,proto3" json:"calls,omitempty"`
+	CallsStored   uint64                 `protobuf:"varint,9,opt,name=calls_stored,json=callsStored,proto3" json:"calls_stored,omitempty"`
+	Started       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=started,proto3" json:"started,omitempty"`
+	Error         string                 `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Upload) Reset() {
+	*x = Upload{}
+	mi := &file_orbweaver_v1_control_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Upload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Upload) ProtoMessage() {}
+
+func (x *Upload) ProtoReflect() protoreflect.Message {
+	mi := &file_orbweaver_v1_control_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Upload.ProtoReflect.Descriptor instead.
+func (*Upload) Descriptor() ([]byte, []int) {
+	return file_orbweaver_v1_control_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Upload) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *Upload) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *Upload) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Upload) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Upload) GetBytesReceived() uint64 {
+	if x != nil {
+		return x.BytesReceived
+	}
+	return 0
+}
+
+func (x *Upload) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *Upload) GetPackets() uint64 {
+	if x != nil {
+		return x.Packets
+	}
+	return 0
+}
+
+func (x *Upload) GetCalls() uint64 {
+	if x != nil {
+		return x.Calls
+	}
+	return 0
+}
+
+func (x *Upload) GetCallsStored() uint64 {
+	if x != nil {
+		return x.CallsStored
+	}
+	return 0
+}
+
+func (x *Upload) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *Upload) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ListUploadsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Uploads       []*Upload              `protobuf:"bytes,1,rep,name=uploads,proto3" json:"uploads,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUploadsResponse) Reset() {
+	*x = ListUploadsResponse{}
+	mi := &file_orbweaver_v1_control_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUploadsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUploadsResponse) ProtoMessage() {}
+
+func (x *ListUploadsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_orbweaver_v1_control_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUploadsResponse.ProtoReflect.Descriptor instead.
+func (*ListUploadsResponse) Descriptor() ([]byte, []int) {
+	return file_orbweaver_v1_control_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListUploadsResponse) GetUploads() []*Upload {
+	if x != nil {
+		return x.Uploads
+	}
+	return nil
+}
+
 var File_orbweaver_v1_control_proto protoreflect.FileDescriptor
 
 const file_orbweaver_v1_control_proto_rawDesc = "" +
@@ -724,21 +1350,70 @@ const file_orbweaver_v1_control_proto_rawDesc = "" +
 	"\x12StopCaptureRequest\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\"(\n" +
 	"\x10GetConfigRequest\x12\x14\n" +
-	"\x05agent\x18\x01 \x01(\tR\x05agent\"\xa0\x01\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\"\xf4\x01\n" +
 	"\x11GetConfigResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x121\n" +
 	"\x06config\x18\x02 \x01(\v2\x19.orbweaver.v1.AgentConfigR\x06config\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\x12#\n" +
-	"\racked_version\x18\x04 \x01(\x04R\fackedVersion\"\x9b\x01\n" +
+	"\racked_version\x18\x04 \x01(\x04R\fackedVersion\x121\n" +
+	"\x06fields\x18\x05 \x03(\v2\x19.orbweaver.v1.ConfigFieldR\x06fields\x12\x1f\n" +
+	"\vapply_error\x18\x06 \x01(\tR\n" +
+	"applyError\"\xd6\x01\n" +
 	"\x13UpdateConfigRequest\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x121\n" +
 	"\x06config\x18\x02 \x01(\v2\x19.orbweaver.v1.AgentConfigR\x06config\x12;\n" +
 	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
-	"updateMask\"~\n" +
+	"updateMask\x129\n" +
+	"\n" +
+	"clear_mask\x18\x04 \x01(\v2\x1a.google.protobuf.FieldMaskR\tclearMask\"\xb1\x01\n" +
 	"\x14UpdateConfigResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x121\n" +
 	"\x06config\x18\x02 \x01(\v2\x19.orbweaver.v1.AgentConfigR\x06config\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\x04R\aversion*\xbb\x01\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x121\n" +
+	"\x06fields\x18\x04 \x03(\v2\x19.orbweaver.v1.ConfigFieldR\x06fields\"\x19\n" +
+	"\x17GetDefaultConfigRequest\"\x80\x01\n" +
+	"\x18GetDefaultConfigResponse\x121\n" +
+	"\x06config\x18\x01 \x01(\v2\x19.orbweaver.v1.AgentConfigR\x06config\x121\n" +
+	"\x06fields\x18\x02 \x03(\v2\x19.orbweaver.v1.ConfigFieldR\x06fields\"\xc7\x01\n" +
+	"\x1aUpdateDefaultConfigRequest\x121\n" +
+	"\x06config\x18\x01 \x01(\v2\x19.orbweaver.v1.AgentConfigR\x06config\x12;\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\x129\n" +
+	"\n" +
+	"clear_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\tclearMask\"c\n" +
+	"\x11UploadPcapRequest\x121\n" +
+	"\x05start\x18\x01 \x01(\v2\x19.orbweaver.v1.UploadStartH\x00R\x05start\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x05\n" +
+	"\x03msg\"@\n" +
+	"\vUploadStart\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x04R\tsizeBytes\"\xcb\x01\n" +
+	"\x12UploadPcapResponse\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12\x18\n" +
+	"\apackets\x18\x04 \x01(\x04R\apackets\x12\x14\n" +
+	"\x05calls\x18\x05 \x01(\x04R\x05calls\x12!\n" +
+	"\fparse_errors\x18\x06 \x01(\x04R\vparseErrors\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"\x14\n" +
+	"\x12ListUploadsRequest\"\xcf\x02\n" +
+	"\x06Upload\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12%\n" +
+	"\x0ebytes_received\x18\x05 \x01(\x04R\rbytesReceived\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x06 \x01(\x04R\tsizeBytes\x12\x18\n" +
+	"\apackets\x18\a \x01(\x04R\apackets\x12\x14\n" +
+	"\x05calls\x18\b \x01(\x04R\x05calls\x12!\n" +
+	"\fcalls_stored\x18\t \x01(\x04R\vcallsStored\x124\n" +
+	"\astarted\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12\x14\n" +
+	"\x05error\x18\v \x01(\tR\x05error\"E\n" +
+	"\x13ListUploadsResponse\x12.\n" +
+	"\auploads\x18\x01 \x03(\v2\x14.orbweaver.v1.UploadR\auploads*\xbb\x01\n" +
 	"\n" +
 	"AgentState\x12\x1b\n" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
@@ -746,7 +1421,7 @@ const file_orbweaver_v1_control_proto_rawDesc = "" +
 	"\x16AGENT_STATE_CONNECTING\x10\x02\x12\x17\n" +
 	"\x13AGENT_STATE_STOPPED\x10\x03\x12\x19\n" +
 	"\x15AGENT_STATE_CAPTURING\x10\x04\x12#\n" +
-	"\x1fAGENT_STATE_WRONG_CONFIGURATION\x10\x052\xd4\x03\n" +
+	"\x1fAGENT_STATE_WRONG_CONFIGURATION\x10\x052\xc7\x06\n" +
 	"\x0eControlService\x12O\n" +
 	"\n" +
 	"ListAgents\x12\x1f.orbweaver.v1.ListAgentsRequest\x1a .orbweaver.v1.ListAgentsResponse\x12>\n" +
@@ -754,7 +1429,12 @@ const file_orbweaver_v1_control_proto_rawDesc = "" +
 	"\fStartCapture\x12!.orbweaver.v1.StartCaptureRequest\x1a\x13.orbweaver.v1.Agent\x12D\n" +
 	"\vStopCapture\x12 .orbweaver.v1.StopCaptureRequest\x1a\x13.orbweaver.v1.Agent\x12L\n" +
 	"\tGetConfig\x12\x1e.orbweaver.v1.GetConfigRequest\x1a\x1f.orbweaver.v1.GetConfigResponse\x12U\n" +
-	"\fUpdateConfig\x12!.orbweaver.v1.UpdateConfigRequest\x1a\".orbweaver.v1.UpdateConfigResponseB=Z;github.com/orbweaver/orbweaver/gen/orbweaver/v1;orbweaverv1b\x06proto3"
+	"\fUpdateConfig\x12!.orbweaver.v1.UpdateConfigRequest\x1a\".orbweaver.v1.UpdateConfigResponse\x12a\n" +
+	"\x10GetDefaultConfig\x12%.orbweaver.v1.GetDefaultConfigRequest\x1a&.orbweaver.v1.GetDefaultConfigResponse\x12g\n" +
+	"\x13UpdateDefaultConfig\x12(.orbweaver.v1.UpdateDefaultConfigRequest\x1a&.orbweaver.v1.GetDefaultConfigResponse\x12Q\n" +
+	"\n" +
+	"UploadPcap\x12\x1f.orbweaver.v1.UploadPcapRequest\x1a .orbweaver.v1.UploadPcapResponse(\x01\x12R\n" +
+	"\vListUploads\x12 .orbweaver.v1.ListUploadsRequest\x1a!.orbweaver.v1.ListUploadsResponseB=Z;github.com/orbweaver/orbweaver/gen/orbweaver/v1;orbweaverv1b\x06proto3"
 
 var (
 	file_orbweaver_v1_control_proto_rawDescOnce sync.Once
@@ -769,55 +1449,84 @@ func file_orbweaver_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_orbweaver_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_orbweaver_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_orbweaver_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_orbweaver_v1_control_proto_goTypes = []any{
-	(AgentState)(0),               // 0: orbweaver.v1.AgentState
-	(*Agent)(nil),                 // 1: orbweaver.v1.Agent
-	(*ListAgentsRequest)(nil),     // 2: orbweaver.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 3: orbweaver.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),       // 4: orbweaver.v1.GetAgentRequest
-	(*StartCaptureRequest)(nil),   // 5: orbweaver.v1.StartCaptureRequest
-	(*StopCaptureRequest)(nil),    // 6: orbweaver.v1.StopCaptureRequest
-	(*GetConfigRequest)(nil),      // 7: orbweaver.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),     // 8: orbweaver.v1.GetConfigResponse
-	(*UpdateConfigRequest)(nil),   // 9: orbweaver.v1.UpdateConfigRequest
-	(*UpdateConfigResponse)(nil),  // 10: orbweaver.v1.UpdateConfigResponse
-	(AgentMode)(0),                // 11: orbweaver.v1.AgentMode
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*NetworkInterface)(nil),      // 13: orbweaver.v1.NetworkInterface
-	(*Heartbeat)(nil),             // 14: orbweaver.v1.Heartbeat
-	(*AgentConfig)(nil),           // 15: orbweaver.v1.AgentConfig
-	(*fieldmaskpb.FieldMask)(nil), // 16: google.protobuf.FieldMask
+	(AgentState)(0),                    // 0: orbweaver.v1.AgentState
+	(*Agent)(nil),                      // 1: orbweaver.v1.Agent
+	(*ListAgentsRequest)(nil),          // 2: orbweaver.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 3: orbweaver.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),            // 4: orbweaver.v1.GetAgentRequest
+	(*StartCaptureRequest)(nil),        // 5: orbweaver.v1.StartCaptureRequest
+	(*StopCaptureRequest)(nil),         // 6: orbweaver.v1.StopCaptureRequest
+	(*GetConfigRequest)(nil),           // 7: orbweaver.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),          // 8: orbweaver.v1.GetConfigResponse
+	(*UpdateConfigRequest)(nil),        // 9: orbweaver.v1.UpdateConfigRequest
+	(*UpdateConfigResponse)(nil),       // 10: orbweaver.v1.UpdateConfigResponse
+	(*GetDefaultConfigRequest)(nil),    // 11: orbweaver.v1.GetDefaultConfigRequest
+	(*GetDefaultConfigResponse)(nil),   // 12: orbweaver.v1.GetDefaultConfigResponse
+	(*UpdateDefaultConfigRequest)(nil), // 13: orbweaver.v1.UpdateDefaultConfigRequest
+	(*UploadPcapRequest)(nil),          // 14: orbweaver.v1.UploadPcapRequest
+	(*UploadStart)(nil),                // 15: orbweaver.v1.UploadStart
+	(*UploadPcapResponse)(nil),         // 16: orbweaver.v1.UploadPcapResponse
+	(*ListUploadsRequest)(nil),         // 17: orbweaver.v1.ListUploadsRequest
+	(*Upload)(nil),                     // 18: orbweaver.v1.Upload
+	(*ListUploadsResponse)(nil),        // 19: orbweaver.v1.ListUploadsResponse
+	(AgentMode)(0),                     // 20: orbweaver.v1.AgentMode
+	(*timestamppb.Timestamp)(nil),      // 21: google.protobuf.Timestamp
+	(*NetworkInterface)(nil),           // 22: orbweaver.v1.NetworkInterface
+	(*Heartbeat)(nil),                  // 23: orbweaver.v1.Heartbeat
+	(*AgentConfig)(nil),                // 24: orbweaver.v1.AgentConfig
+	(*ConfigField)(nil),                // 25: orbweaver.v1.ConfigField
+	(*fieldmaskpb.FieldMask)(nil),      // 26: google.protobuf.FieldMask
 }
 var file_orbweaver_v1_control_proto_depIdxs = []int32{
-	11, // 0: orbweaver.v1.Agent.mode:type_name -> orbweaver.v1.AgentMode
+	20, // 0: orbweaver.v1.Agent.mode:type_name -> orbweaver.v1.AgentMode
 	0,  // 1: orbweaver.v1.Agent.state:type_name -> orbweaver.v1.AgentState
-	12, // 2: orbweaver.v1.Agent.first_seen:type_name -> google.protobuf.Timestamp
-	12, // 3: orbweaver.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	13, // 4: orbweaver.v1.Agent.interfaces:type_name -> orbweaver.v1.NetworkInterface
-	14, // 5: orbweaver.v1.Agent.last_heartbeat:type_name -> orbweaver.v1.Heartbeat
+	21, // 2: orbweaver.v1.Agent.first_seen:type_name -> google.protobuf.Timestamp
+	21, // 3: orbweaver.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	22, // 4: orbweaver.v1.Agent.interfaces:type_name -> orbweaver.v1.NetworkInterface
+	23, // 5: orbweaver.v1.Agent.last_heartbeat:type_name -> orbweaver.v1.Heartbeat
 	1,  // 6: orbweaver.v1.ListAgentsResponse.agents:type_name -> orbweaver.v1.Agent
-	15, // 7: orbweaver.v1.GetConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
-	15, // 8: orbweaver.v1.UpdateConfigRequest.config:type_name -> orbweaver.v1.AgentConfig
-	16, // 9: orbweaver.v1.UpdateConfigRequest.update_mask:type_name -> google.protobuf.FieldMask
-	15, // 10: orbweaver.v1.UpdateConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
-	2,  // 11: orbweaver.v1.ControlService.ListAgents:input_type -> orbweaver.v1.ListAgentsRequest
-	4,  // 12: orbweaver.v1.ControlService.GetAgent:input_type -> orbweaver.v1.GetAgentRequest
-	5,  // 13: orbweaver.v1.ControlService.StartCapture:input_type -> orbweaver.v1.StartCaptureRequest
-	6,  // 14: orbweaver.v1.ControlService.StopCapture:input_type -> orbweaver.v1.StopCaptureRequest
-	7,  // 15: orbweaver.v1.ControlService.GetConfig:input_type -> orbweaver.v1.GetConfigRequest
-	9,  // 16: orbweaver.v1.ControlService.UpdateConfig:input_type -> orbweaver.v1.UpdateConfigRequest
-	3,  // 17: orbweaver.v1.ControlService.ListAgents:output_type -> orbweaver.v1.ListAgentsResponse
-	1,  // 18: orbweaver.v1.ControlService.GetAgent:output_type -> orbweaver.v1.Agent
-	1,  // 19: orbweaver.v1.ControlService.StartCapture:output_type -> orbweaver.v1.Agent
-	1,  // 20: orbweaver.v1.ControlService.StopCapture:output_type -> orbweaver.v1.Agent
-	8,  // 21: orbweaver.v1.ControlService.GetConfig:output_type -> orbweaver.v1.GetConfigResponse
-	10, // 22: orbweaver.v1.ControlService.UpdateConfig:output_type -> orbweaver.v1.UpdateConfigResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	24, // 7: orbweaver.v1.GetConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
+	25, // 8: orbweaver.v1.GetConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
+	24, // 9: orbweaver.v1.UpdateConfigRequest.config:type_name -> orbweaver.v1.AgentConfig
+	26, // 10: orbweaver.v1.UpdateConfigRequest.update_mask:type_name -> google.protobuf.FieldMask
+	26, // 11: orbweaver.v1.UpdateConfigRequest.clear_mask:type_name -> google.protobuf.FieldMask
+	24, // 12: orbweaver.v1.UpdateConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
+	25, // 13: orbweaver.v1.UpdateConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
+	24, // 14: orbweaver.v1.GetDefaultConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
+	25, // 15: orbweaver.v1.GetDefaultConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
+	24, // 16: orbweaver.v1.UpdateDefaultConfigRequest.config:type_name -> orbweaver.v1.AgentConfig
+	26, // 17: orbweaver.v1.UpdateDefaultConfigRequest.update_mask:type_name -> google.protobuf.FieldMask
+	26, // 18: orbweaver.v1.UpdateDefaultConfigRequest.clear_mask:type_name -> google.protobuf.FieldMask
+	15, // 19: orbweaver.v1.UploadPcapRequest.start:type_name -> orbweaver.v1.UploadStart
+	21, // 20: orbweaver.v1.Upload.started:type_name -> google.protobuf.Timestamp
+	18, // 21: orbweaver.v1.ListUploadsResponse.uploads:type_name -> orbweaver.v1.Upload
+	2,  // 22: orbweaver.v1.ControlService.ListAgents:input_type -> orbweaver.v1.ListAgentsRequest
+	4,  // 23: orbweaver.v1.ControlService.GetAgent:input_type -> orbweaver.v1.GetAgentRequest
+	5,  // 24: orbweaver.v1.ControlService.StartCapture:input_type -> orbweaver.v1.StartCaptureRequest
+	6,  // 25: orbweaver.v1.ControlService.StopCapture:input_type -> orbweaver.v1.StopCaptureRequest
+	7,  // 26: orbweaver.v1.ControlService.GetConfig:input_type -> orbweaver.v1.GetConfigRequest
+	9,  // 27: orbweaver.v1.ControlService.UpdateConfig:input_type -> orbweaver.v1.UpdateConfigRequest
+	11, // 28: orbweaver.v1.ControlService.GetDefaultConfig:input_type -> orbweaver.v1.GetDefaultConfigRequest
+	13, // 29: orbweaver.v1.ControlService.UpdateDefaultConfig:input_type -> orbweaver.v1.UpdateDefaultConfigRequest
+	14, // 30: orbweaver.v1.ControlService.UploadPcap:input_type -> orbweaver.v1.UploadPcapRequest
+	17, // 31: orbweaver.v1.ControlService.ListUploads:input_type -> orbweaver.v1.ListUploadsRequest
+	3,  // 32: orbweaver.v1.ControlService.ListAgents:output_type -> orbweaver.v1.ListAgentsResponse
+	1,  // 33: orbweaver.v1.ControlService.GetAgent:output_type -> orbweaver.v1.Agent
+	1,  // 34: orbweaver.v1.ControlService.StartCapture:output_type -> orbweaver.v1.Agent
+	1,  // 35: orbweaver.v1.ControlService.StopCapture:output_type -> orbweaver.v1.Agent
+	8,  // 36: orbweaver.v1.ControlService.GetConfig:output_type -> orbweaver.v1.GetConfigResponse
+	10, // 37: orbweaver.v1.ControlService.UpdateConfig:output_type -> orbweaver.v1.UpdateConfigResponse
+	12, // 38: orbweaver.v1.ControlService.GetDefaultConfig:output_type -> orbweaver.v1.GetDefaultConfigResponse
+	12, // 39: orbweaver.v1.ControlService.UpdateDefaultConfig:output_type -> orbweaver.v1.GetDefaultConfigResponse
+	16, // 40: orbweaver.v1.ControlService.UploadPcap:output_type -> orbweaver.v1.UploadPcapResponse
+	19, // 41: orbweaver.v1.ControlService.ListUploads:output_type -> orbweaver.v1.ListUploadsResponse
+	32, // [32:42] is the sub-list for method output_type
+	22, // [22:32] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_orbweaver_v1_control_proto_init() }
@@ -827,13 +1536,17 @@ func file_orbweaver_v1_control_proto_init() {
 	}
 	file_orbweaver_v1_agent_proto_init()
 	file_orbweaver_v1_config_proto_init()
+	file_orbweaver_v1_control_proto_msgTypes[13].OneofWrappers = []any{
+		(*UploadPcapRequest_Start)(nil),
+		(*UploadPcapRequest_Data)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orbweaver_v1_control_proto_rawDesc), len(file_orbweaver_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

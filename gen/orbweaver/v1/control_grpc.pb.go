@@ -19,12 +19,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ControlService_ListAgents_FullMethodName   = "/orbweaver.v1.ControlService/ListAgents"
-	ControlService_GetAgent_FullMethodName     = "/orbweaver.v1.ControlService/GetAgent"
-	ControlService_StartCapture_FullMethodName = "/orbweaver.v1.ControlService/StartCapture"
-	ControlService_StopCapture_FullMethodName  = "/orbweaver.v1.ControlService/StopCapture"
-	ControlService_GetConfig_FullMethodName    = "/orbweaver.v1.ControlService/GetConfig"
-	ControlService_UpdateConfig_FullMethodName = "/orbweaver.v1.ControlService/UpdateConfig"
+	ControlService_ListAgents_FullMethodName          = "/orbweaver.v1.ControlService/ListAgents"
+	ControlService_GetAgent_FullMethodName            = "/orbweaver.v1.ControlService/GetAgent"
+	ControlService_StartCapture_FullMethodName        = "/orbweaver.v1.ControlService/StartCapture"
+	ControlService_StopCapture_FullMethodName         = "/orbweaver.v1.ControlService/StopCapture"
+	ControlService_GetConfig_FullMethodName           = "/orbweaver.v1.ControlService/GetConfig"
+	ControlService_UpdateConfig_FullMethodName        = "/orbweaver.v1.ControlService/UpdateConfig"
+	ControlService_GetDefaultConfig_FullMethodName    = "/orbweaver.v1.ControlService/GetDefaultConfig"
+	ControlService_UpdateDefaultConfig_FullMethodName = "/orbweaver.v1.ControlService/UpdateDefaultConfig"
+	ControlService_UploadPcap_FullMethodName          = "/orbweaver.v1.ControlService/UploadPcap"
+	ControlService_ListUploads_FullMethodName         = "/orbweaver.v1.ControlService/ListUploads"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -40,6 +44,16 @@ type ControlServiceClient interface {
 	StopCapture(ctx context.Context, in *StopCaptureRequest, opts ...grpc.CallOption) (*Agent, error)
 	GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*GetConfigResponse, error)
 	UpdateConfig(ctx context.Context, in *UpdateConfigRequest, opts ...grpc.CallOption) (*UpdateConfigResponse, error)
+	// Server-wide defaults, applied to every agent that does not override a field.
+	GetDefaultConfig(ctx context.Context, in *GetDefaultConfigRequest, opts ...grpc.CallOption) (*GetDefaultConfigResponse, error)
+	UpdateDefaultConfig(ctx context.Context, in *UpdateDefaultConfigRequest, opts ...grpc.CallOption) (*GetDefaultConfigResponse, error)
+	// Streams a pcap/pcapng file to the controller, which decodes it with the
+	// agent's decoders and stores its calls under a dedicated upload agent.
+	// The first message carries the name; the following ones carry data.
+	// Progress is visible with ListUploads (and the upload agent's state)
+	// while it runs.
+	UploadPcap(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadPcapRequest, UploadPcapResponse], error)
+	ListUploads(ctx context.Context, in *ListUploadsRequest, opts ...grpc.CallOption) (*ListUploadsResponse, error)
 }
 
 type controlServiceClient struct {
@@ -110,6 +124,49 @@ func (c *controlServiceClient) UpdateConfig(ctx context.Context, in *UpdateConfi
 	return out, nil
 }
 
+func (c *controlServiceClient) GetDefaultConfig(ctx context.Context, in *GetDefaultConfigRequest, opts ...grpc.CallOption) (*GetDefaultConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDefaultConfigResponse)
+	err := c.cc.Invoke(ctx, ControlService_GetDefaultConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) UpdateDefaultConfig(ctx context.Context, in *UpdateDefaultConfigRequest, opts ...grpc.CallOption) (*GetDefaultConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDefaultConfigResponse)
+	err := c.cc.Invoke(ctx, ControlService_UpdateDefaultConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) UploadPcap(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadPcapRequest, UploadPcapResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ControlService_ServiceDesc.Streams[0], ControlService_UploadPcap_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadPcapRequest, UploadPcapResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlService_UploadPcapClient = grpc.ClientStreamingClient[UploadPcapRequest, UploadPcapResponse]
+
+func (c *controlServiceClient) ListUploads(ctx context.Context, in *ListUploadsRequest, opts ...grpc.CallOption) (*ListUploadsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListUploadsResponse)
+	err := c.cc.Invoke(ctx, ControlService_ListUploads_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -123,6 +180,16 @@ type ControlServiceServer interface {
 	StopCapture(context.Context, *StopCaptureRequest) (*Agent, error)
 	GetConfig(context.Context, *GetConfigRequest) (*GetConfigResponse, error)
 	UpdateConfig(context.Context, *UpdateConfigRequest) (*UpdateConfigResponse, error)
+	// Server-wide defaults, applied to every agent that does not override a field.
+	GetDefaultConfig(context.Context, *GetDefaultConfigRequest) (*GetDefaultConfigResponse, error)
+	UpdateDefaultConfig(context.Context, *UpdateDefaultConfigRequest) (*GetDefaultConfigResponse, error)
+	// Streams a pcap/pcapng file to the controller, which decodes it with the
+	// agent's decoders and stores its calls under a dedicated upload agent.
+	// The first message carries the name; the following ones carry data.
+	// Progress is visible with ListUploads (and the upload agent's state)
+	// while it runs.
+	UploadPcap(grpc.ClientStreamingServer[UploadPcapRequest, UploadPcapResponse]) error
+	ListUploads(context.Context, *ListUploadsRequest) (*ListUploadsResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -150,6 +217,18 @@ func (UnimplementedControlServiceServer) GetConfig(context.Context, *GetConfigRe
 }
 func (UnimplementedControlServiceServer) UpdateConfig(context.Context, *UpdateConfigRequest) (*UpdateConfigResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateConfig not implemented")
+}
+func (UnimplementedControlServiceServer) GetDefaultConfig(context.Context, *GetDefaultConfigRequest) (*GetDefaultConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDefaultConfig not implemented")
+}
+func (UnimplementedControlServiceServer) UpdateDefaultConfig(context.Context, *UpdateDefaultConfigRequest) (*GetDefaultConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateDefaultConfig not implemented")
+}
+func (UnimplementedControlServiceServer) UploadPcap(grpc.ClientStreamingServer[UploadPcapRequest, UploadPcapResponse]) error {
+	return status.Error(codes.Unimplemented, "method UploadPcap not implemented")
+}
+func (UnimplementedControlServiceServer) ListUploads(context.Context, *ListUploadsRequest) (*ListUploadsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListUploads not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -280,6 +359,67 @@ func _ControlService_UpdateConfig_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_GetDefaultConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDefaultConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).GetDefaultConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_GetDefaultConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).GetDefaultConfig(ctx, req.(*GetDefaultConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_UpdateDefaultConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateDefaultConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).UpdateDefaultConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_UpdateDefaultConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).UpdateDefaultConfig(ctx, req.(*UpdateDefaultConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_UploadPcap_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ControlServiceServer).UploadPcap(&grpc.GenericServerStream[UploadPcapRequest, UploadPcapResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlService_UploadPcapServer = grpc.ClientStreamingServer[UploadPcapRequest, UploadPcapResponse]
+
+func _ControlService_ListUploads_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListUploadsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ListUploads(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ListUploads_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ListUploads(ctx, req.(*ListUploadsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -311,7 +451,25 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "UpdateConfig",
 			Handler:    _ControlService_UpdateConfig_Handler,
 		},
+		{
+			MethodName: "GetDefaultConfig",
+			Handler:    _ControlService_GetDefaultConfig_Handler,
+		},
+		{
+			MethodName: "UpdateDefaultConfig",
+			Handler:    _ControlService_UpdateDefaultConfig_Handler,
+		},
+		{
+			MethodName: "ListUploads",
+			Handler:    _ControlService_ListUploads_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "UploadPcap",
+			Handler:       _ControlService_UploadPcap_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "orbweaver/v1/control.proto",
 }
