@@ -1,0 +1,101 @@
+package http1
+
+import (
+	"testing"
+	"time"
+
+	"github.com/orbweaver/orbweaver/internal/model"
+)
+
+// fuzzRun turns fuzz input into parser input and closes the connection.
+// data[0] bit 0: SYN seen. Then records of a header byte h and a length byte
+// n for side h>>2&1: h&3 == 0 or 3 the next n bytes as data, 1 a gap of n+1
+// bytes, 2 the end of the side. Caps are small so that they are reached.
+func fuzzRun(data []byte, emit func(*model.HTTPCall)) *Conn {
+	var ctr Counters
+	opts := DefaultOptions(&ctr)
+	opts.MaxHeaderBytes = 512 // small caps reach the cap paths
+	opts.MaxResyncScan = 1024
+	opts.MaxPending = 4
+	c := NewConn(&opts, cliAddr, srvAddr, emit)
+	if len(data) == 0 {
+		return c
+	}
+	if data[0]&1 != 0 {
+		c.SYN(0, false)
+		c.SYN(1, true)
+	}
+	data = data[1:]
+	ts := t0
+	for len(data) >= 2 {
+		h, n := data[0], int(data[1])
+		data = data[2:]
+		side := int(h >> 2 & 1)
+		ts = ts.Add(time.Millisecond)
+		switch h & 3 {
+		case 0, 3:
+			n = min(n, len(data))
+			buf := append([]byte(nil), data[:n]...)
+			c.Data(side, buf, ts)
+			clear(buf)
+			data = data[n:]
+		case 1:
+			c.Gap(side, n+1, ts)
+		case 2:
+			c.End(side, ts)
+		}
+	}
+	if len(data) > 0 {
+		c.Data(0, append([]byte(nil), data...), ts)
+	}
+	c.Close(ts.Add(time.Millisecond))
+	return c
+}
+
+// FuzzConn checks that arbitrary input never panics or hangs, that every
+// call is well-formed and that a call is never changed after emit.
+func FuzzConn(f *testing.F) {
+	rec := func(side int, s string) []byte { return append([]byte{byte(side << 2), byte(len(s))}, s...) }
+	seed := func(parts ...[]byte) []byte {
+		out := []byte{1}
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	f.Add(seed(rec(0, getReq), rec(1, okResp)))
+	f.Add(seed(rec(0, postReq), rec(1, chunked)))
+	f.Add(seed(rec(0, "HEAD / HTTP/1.1\r\n\r\n"), rec(1, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")))
+	f.Add(seed(rec(0, "GET / HTTP/1.0\r\n\r\n"), rec(1, "HTTP/1.0 200 OK\r\n\r\nabc"), []byte{1<<2 | 2, 0}))
+	f.Add(seed(rec(0, "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"), rec(1, "HTTP/1.1 100 Continue\r\n\r\n"), rec(0, "hi"), rec(1, notFound)))
+	f.Add(seed(rec(0, getReq), []byte{1<<2 | 1, 7}, rec(1, okResp)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		type emitted struct {
+			call *model.HTTPCall
+			copy model.HTTPCall
+		}
+		var got []emitted
+		fuzzRun(data, func(c *model.HTTPCall) { got = append(got, emitted{c, *c}) })
+		for _, e := range got {
+			c := e.call
+			if *c != e.copy {
+				t.Fatalf("call modified after emit: %+v -> %+v", e.copy, *c)
+			}
+			switch c.ParseStatus {
+			case model.StatusOK, model.StatusNoRequest, model.StatusNoResponse, model.StatusGap, model.StatusTruncated, model.StatusUpgraded:
+			default:
+				t.Fatalf("bad parse status %q", c.ParseStatus)
+			}
+			if c.Status != 0 && (c.Status < 100 || c.Status > 999) || c.RequestBodySize < 0 || c.ResponseBodySize < 0 ||
+				c.RequestHeaderSize < 0 || c.ResponseHeaderSize < 0 {
+				t.Fatalf("bad call %+v", *c)
+			}
+			if c.Method == "" && c.ParseStatus == model.StatusOK {
+				t.Fatalf("ok call without request: %+v", *c)
+			}
+			if !c.RequestEnd.IsZero() && c.RequestEnd.Before(c.RequestStart) || !c.ResponseEnd.IsZero() && c.ResponseEnd.Before(c.ResponseStart) {
+				t.Fatalf("times out of order: %+v", *c)
+			}
+		}
+	})
+}

@@ -1,0 +1,387 @@
+// Package reassembly orders the bytes of one direction of a TCP connection.
+//
+// A Stream tracks sequence numbers. Segments that arrive in order are handed
+// to the Sink as they are, without copying. Segments that arrive early are
+// copied into a bounded per-stream buffer (bounded also by a Budget shared by
+// all streams); retransmitted and overlapping bytes are delivered once.
+// Bytes that are never seen are reported to the Sink as a gap when the loss
+// is proven: when a buffer cap is hit, when the peer acknowledges data past
+// the hole, or when the stream is flushed.
+//
+// A Stream is not safe for concurrent use. Counters may be read from any
+// goroutine.
+package reassembly
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Sink receives the ordered byte stream of one direction.
+type Sink interface {
+	// Data delivers the next bytes of the stream. b is only valid during
+	// the call. ts is the capture time of the segment that carried them.
+	Data(b []byte, ts time.Time)
+	// Gap reports that n bytes were lost before the next Data.
+	Gap(n int, ts time.Time)
+	// End reports that the direction is finished (FIN reached, or the
+	// connection was reset). No call follows End.
+	End(ts time.Time)
+}
+
+// Counters count reassembly events across streams. All fields are safe to
+// read concurrently.
+type Counters struct {
+	// Retransmissions counts segments whose bytes had all been seen already.
+	Retransmissions atomic.Uint64
+	// RetransmittedBytes counts bytes seen more than once (full
+	// retransmissions and overlaps), which are delivered only once.
+	RetransmittedBytes atomic.Uint64
+	// Overlaps counts segments that partly repeat bytes already seen.
+	Overlaps atomic.Uint64
+	// OutOfOrder counts segments that arrived ahead of a hole and were
+	// buffered.
+	OutOfOrder atomic.Uint64
+	// Gaps counts holes skipped; GapBytes their total size.
+	Gaps     atomic.Uint64
+	GapBytes atomic.Uint64
+	// CapDroppedBytes counts the part of GapBytes skipped because a buffer
+	// cap (per stream or total) was reached rather than because the loss
+	// was proven.
+	CapDroppedBytes atomic.Uint64
+	// OutOfWindow counts segments ignored because they start more than
+	// 1 GiB (the largest TCP window) past the next expected byte.
+	OutOfWindow atomic.Uint64
+}
+
+// maxWindow is the largest TCP receive window (65535 << 14).
+const maxWindow = 1 << 30
+
+// Budget bounds the bytes buffered by all the streams that share it. The zero
+// value has no room; use NewBudget. A Budget is used from one goroutine.
+type Budget struct {
+	max  int64
+	used int64
+}
+
+// NewBudget returns a budget of max bytes.
+func NewBudget(max int64) *Budget { return &Budget{max: max} }
+
+// Used returns the bytes currently buffered.
+func (b *Budget) Used() int64 { return b.used }
+
+// Options configure a Stream. They are shared by many streams and must not
+// change while streams use them.
+type Options struct {
+	// MaxBufferBytes caps the out-of-order bytes buffered by one stream.
+	MaxBufferBytes int
+	// Budget caps the bytes buffered by all streams. Required.
+	Budget *Budget
+	// Counters receives event counts. Required.
+	Counters *Counters
+}
+
+// segment is a buffered out-of-order segment.
+type segment struct {
+	seq  uint32
+	data []byte
+	ts   time.Time
+}
+
+// Stream reassembles one direction. The zero value is ready after Init.
+type Stream struct {
+	opts    *Options
+	sink    Sink
+	started bool
+	ended   bool
+	next    uint32 // next expected sequence number
+	hasFin  bool
+	finSeq  uint32 // sequence number of the FIN
+	hasAck  bool
+	maxAck  uint32 // highest ACK sent by the peer for this direction
+	ooo     []segment
+	held    int // bytes in ooo
+}
+
+// Init prepares s to deliver to sink.
+func (s *Stream) Init(opts *Options, sink Sink) {
+	*s = Stream{opts: opts, sink: sink}
+}
+
+// Started reports whether the stream has seen a SYN or data.
+func (s *Stream) Started() bool { return s.started }
+
+// Ended reports whether End was delivered.
+func (s *Stream) Ended() bool { return s.ended }
+
+// Next returns the next expected sequence number (meaningful once Started).
+func (s *Stream) Next() uint32 { return s.next }
+
+// Buffered returns the bytes held out of order.
+func (s *Stream) Buffered() int { return s.held }
+
+// seqDiff returns a-b in sequence space.
+func seqDiff(a, b uint32) int64 { return int64(int32(a - b)) }
+
+// Segment processes one TCP segment of this direction. syn and fin are the
+// segment's flags; payload is only valid during the call.
+func (s *Stream) Segment(seq uint32, syn, fin bool, payload []byte, ts time.Time) {
+	if s.ended {
+		return
+	}
+	if syn {
+		if !s.started {
+			s.started = true
+			s.next = seq + 1
+		}
+		seq++ // data in a SYN starts after it
+	}
+	if !s.started {
+		if len(payload) == 0 && !fin {
+			return
+		}
+		// Joined mid-stream: start where this segment starts.
+		s.started = true
+		s.next = seq
+	}
+	if fin {
+		f := seq + uint32(len(payload))
+		if !s.hasFin || seqDiff(f, s.finSeq) < 0 {
+			s.hasFin, s.finSeq = true, f
+		}
+	}
+	if len(payload) > 0 {
+		s.data(seq, payload, ts)
+	}
+	s.checkFin(ts)
+}
+
+func (s *Stream) data(seq uint32, payload []byte, ts time.Time) {
+	c := s.opts.Counters
+	d := seqDiff(seq, s.next)
+	if d < 0 {
+		end := seqDiff(seq+uint32(len(payload)), s.next)
+		if end <= 0 {
+			c.Retransmissions.Add(1)
+			c.RetransmittedBytes.Add(uint64(len(payload)))
+			return
+		}
+		c.Overlaps.Add(1)
+		c.RetransmittedBytes.Add(uint64(-d))
+		payload = payload[-d:]
+		d = 0
+	}
+	if d == 0 {
+		s.next += uint32(len(payload))
+		s.sink.Data(payload, ts)
+		if len(s.ooo) > 0 {
+			s.drain()
+		}
+		return
+	}
+	if d > maxWindow {
+		// Far beyond any TCP window: not this stream's data.
+		c.OutOfWindow.Add(1)
+		return
+	}
+	// Ahead of a hole. If the peer already acknowledged past the hole
+	// start, the hole was lost by the capture: skip it now.
+	if s.hasAck && seqDiff(s.maxAck, seq) >= 0 && len(s.ooo) == 0 {
+		s.gap(uint32(d), ts, false)
+		s.data(seq, payload, ts)
+		return
+	}
+	c.OutOfOrder.Add(1)
+	s.buffer(seq, payload, ts)
+}
+
+// buffer keeps a copy of an early segment, making room by skipping holes when
+// a cap is reached.
+func (s *Stream) buffer(seq uint32, payload []byte, ts time.Time) {
+	b := s.opts.Budget
+	for len(s.ooo) > 0 && (s.held+len(payload) > s.opts.MaxBufferBytes || b.used+int64(len(payload)) > b.max) {
+		// Skip the hole before the first buffered segment and deliver what
+		// becomes contiguous.
+		first := s.ooo[0]
+		if d := seqDiff(first.seq, s.next); d > 0 {
+			s.gap(uint32(d), first.ts, true)
+		}
+		s.drain()
+		if d := seqDiff(seq, s.next); d <= 0 {
+			// The new segment became in order or old.
+			s.data(seq, payload, ts)
+			return
+		}
+	}
+	if s.held+len(payload) > s.opts.MaxBufferBytes || b.used+int64(len(payload)) > b.max {
+		// Even an empty buffer cannot hold it: skip straight to it.
+		s.gap(uint32(seqDiff(seq, s.next)), ts, true)
+		s.data(seq, payload, ts)
+		return
+	}
+	cp := make([]byte, len(payload))
+	copy(cp, payload)
+	i := len(s.ooo)
+	for i > 0 && seqDiff(s.ooo[i-1].seq, seq) > 0 {
+		i--
+	}
+	s.ooo = append(s.ooo, segment{})
+	copy(s.ooo[i+1:], s.ooo[i:])
+	s.ooo[i] = segment{seq: seq, data: cp, ts: ts}
+	s.held += len(cp)
+	b.used += int64(len(cp))
+}
+
+// drain delivers buffered segments that have become contiguous.
+func (s *Stream) drain() {
+	c := s.opts.Counters
+	n := 0
+	for _, sg := range s.ooo {
+		d := seqDiff(sg.seq, s.next)
+		if d > 0 {
+			break
+		}
+		n++
+		p := sg.data
+		if end := seqDiff(sg.seq+uint32(len(p)), s.next); end <= 0 {
+			c.Retransmissions.Add(1)
+			c.RetransmittedBytes.Add(uint64(len(p)))
+			continue
+		}
+		if d < 0 {
+			c.Overlaps.Add(1)
+			c.RetransmittedBytes.Add(uint64(-d))
+			p = p[-d:]
+		}
+		s.next += uint32(len(p))
+		s.sink.Data(p, sg.ts)
+	}
+	if n == 0 {
+		return
+	}
+	for i := 0; i < n; i++ {
+		s.held -= len(s.ooo[i].data)
+		s.opts.Budget.used -= int64(len(s.ooo[i].data))
+	}
+	m := copy(s.ooo, s.ooo[n:])
+	clear(s.ooo[m:])
+	s.ooo = s.ooo[:m]
+}
+
+func (s *Stream) gap(n uint32, ts time.Time, capped bool) {
+	if n == 0 {
+		return
+	}
+	c := s.opts.Counters
+	c.Gaps.Add(1)
+	c.GapBytes.Add(uint64(n))
+	if capped {
+		c.CapDroppedBytes.Add(uint64(n))
+	}
+	s.next += n
+	s.sink.Gap(int(n), ts)
+}
+
+func (s *Stream) checkFin(ts time.Time) {
+	if s.hasFin && !s.ended && seqDiff(s.finSeq, s.next) <= 0 {
+		s.end(ts)
+	}
+}
+
+func (s *Stream) end(ts time.Time) {
+	s.ended = true
+	s.release()
+	s.sink.End(ts)
+}
+
+// Missing reports that the n bytes starting at seq were sent but cut from
+// the capture (snap length). When they are the next bytes expected they are
+// skipped at once as a gap; otherwise the hole is found later like any other.
+func (s *Stream) Missing(seq uint32, n int, ts time.Time) {
+	if s.ended || !s.started || n <= 0 || seqDiff(seq, s.next) != 0 {
+		return
+	}
+	s.gap(uint32(n), ts, false)
+	if len(s.ooo) > 0 {
+		s.drain()
+	}
+	s.checkFin(ts)
+}
+
+// Ack records an acknowledgment sent by the peer for this direction. An ACK
+// past a hole proves the hole was lost by the capture: it is skipped and the
+// buffered bytes after it are delivered.
+func (s *Stream) Ack(ack uint32, ts time.Time) {
+	if !s.started || s.ended {
+		return
+	}
+	if !s.hasAck || seqDiff(ack, s.maxAck) > 0 {
+		s.hasAck, s.maxAck = true, ack
+	}
+	for len(s.ooo) > 0 && seqDiff(s.maxAck, s.ooo[0].seq) >= 0 {
+		first := s.ooo[0]
+		if d := seqDiff(first.seq, s.next); d > 0 {
+			s.gap(uint32(d), first.ts, false)
+		}
+		s.drain()
+	}
+	if s.hasFin && seqDiff(s.maxAck, s.finSeq) > 0 && seqDiff(s.finSeq, s.next) > 0 && len(s.ooo) == 0 {
+		// The peer acknowledged the FIN: the bytes before it are lost.
+		s.gap(uint32(seqDiff(s.finSeq, s.next)), ts, false)
+	}
+	s.checkFin(ts)
+}
+
+// Flush skips every remaining hole and delivers all buffered bytes, as at the
+// end of input; bytes acknowledged by the peer but never seen are reported as
+// a final gap. It calls End if the FIN was seen; otherwise the stream stays
+// open.
+func (s *Stream) Flush(ts time.Time) {
+	if s.ended {
+		return
+	}
+	for len(s.ooo) > 0 {
+		first := s.ooo[0]
+		if d := seqDiff(first.seq, s.next); d > 0 {
+			s.gap(uint32(d), first.ts, false)
+		}
+		s.drain()
+	}
+	// Bytes the peer acknowledged (or that precede the FIN) were lost.
+	end, known := s.maxAck, s.hasAck
+	if s.hasFin && (!known || seqDiff(end, s.finSeq) > 0) {
+		end, known = s.finSeq, true
+	}
+	if known && seqDiff(end, s.next) > 0 {
+		s.gap(uint32(seqDiff(end, s.next)), ts, false)
+	}
+	s.checkFin(ts)
+}
+
+// Reset ends the stream at once (RST): buffered bytes are delivered after
+// their holes are skipped, then End is called.
+func (s *Stream) Reset(ts time.Time) {
+	if s.ended {
+		return
+	}
+	s.Flush(ts)
+	if !s.ended {
+		s.end(ts)
+	}
+}
+
+// Release drops buffered bytes without delivering them and returns their
+// budget. The stream delivers nothing more.
+func (s *Stream) Release() {
+	s.release()
+	s.ended = true
+}
+
+func (s *Stream) release() {
+	if s.opts != nil && s.opts.Budget != nil {
+		s.opts.Budget.used -= int64(s.held)
+	}
+	s.held = 0
+	clear(s.ooo)
+	s.ooo = s.ooo[:0]
+}
