@@ -14,13 +14,12 @@ import (
 
 	"github.com/orbweaver/orbweaver/controller/store"
 	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
-	"github.com/orbweaver/orbweaver/internal/agentconfig"
 )
 
 // Store is what the stream handler needs from storage.
 type Store interface {
 	UpsertAgent(ctx context.Context, h *orbweaverv1.Hello, now time.Time) (store.Agent, error)
-	SaveAgentConfig(ctx context.Context, id string, cfg *orbweaverv1.AgentConfig) (uint64, error)
+	EnsureAgentConfig(ctx context.Context, id string) (store.ConfigChange, error)
 	AckAgentConfig(ctx context.Context, id string, version uint64, applyError string) error
 	SetAgentState(ctx context.Context, id, state, reason string, lastSeen time.Time) error
 	InsertHeartbeat(ctx context.Context, agentID string, hb *orbweaverv1.Heartbeat, at time.Time) error
@@ -79,14 +78,12 @@ func (s *Service) Connect(stream orbweaverv1.AgentService_ConnectServer) error {
 		log.Error("register agent", "err", err)
 		return status.Error(codes.Unavailable, "controller storage is unavailable; retry later")
 	}
-	cfg, version := rec.Config, rec.ConfigVersion
-	if cfg == nil {
-		cfg = agentconfig.Normalize(nil)
-		if version, err = s.store.SaveAgentConfig(ctx, id, cfg); err != nil {
-			log.Error("save initial config", "err", err)
-			return status.Error(codes.Unavailable, "controller storage is unavailable; retry later")
-		}
+	conf, err := s.store.EnsureAgentConfig(ctx, id)
+	if err != nil {
+		log.Error("initial config", "err", err)
+		return status.Error(codes.Unavailable, "controller storage is unavailable; retry later")
 	}
+	cfg, version := conf.Config, conf.Version
 
 	sess := &session{
 		agentID:     id,

@@ -26,7 +26,9 @@ type Store interface {
 	ListAgents(ctx context.Context) ([]store.Agent, error)
 	FindAgent(ctx context.Context, idOrName string) (store.Agent, error)
 	SetCaptureRequested(ctx context.Context, id string, on bool) error
-	SaveAgentConfig(ctx context.Context, id string, cfg *orbweaverv1.AgentConfig) (uint64, error)
+	Defaults(ctx context.Context) (agentconfig.Layer, error)
+	UpdateDefaults(ctx context.Context, fn func(cur agentconfig.Layer) (agentconfig.Layer, error)) ([]store.ConfigChange, error)
+	UpdateAgentOverrides(ctx context.Context, id string, fn func(defaults, overrides agentconfig.Layer) (agentconfig.Layer, error)) (store.ConfigChange, error)
 }
 
 // FilterCompiler checks a BPF expression (capture.ValidateFilter).
@@ -98,21 +100,33 @@ func (s *Service) setCapture(ctx context.Context, agent string, on bool) (*orbwe
 	return s.agent(r), nil
 }
 
-// GetConfig returns an agent's effective config and versions.
+// GetConfig returns an agent's effective config, every field's value and
+// source, and the versions.
 func (s *Service) GetConfig(ctx context.Context, req *orbweaverv1.GetConfigRequest) (*orbweaverv1.GetConfigResponse, error) {
 	r, err := s.find(ctx, req.GetAgent())
 	if err != nil {
 		return nil, err
 	}
+	defaults, err := s.store.Defaults(ctx)
+	if err != nil {
+		return nil, s.internal("read defaults", err)
+	}
+	cfg := r.Config
+	if cfg == nil { // not connected yet: what it will get
+		cfg = agentconfig.Effective(defaults, r.Overrides)
+	}
 	return &orbweaverv1.GetConfigResponse{
 		AgentId:      r.ID,
-		Config:       agentconfig.Normalize(r.Config),
+		Config:       cfg,
 		Version:      r.ConfigVersion,
 		AckedVersion: r.AckedConfigVersion,
+		Fields:       agentconfig.Fields(defaults, r.Overrides),
+		ApplyError:   r.ApplyError,
 	}, nil
 }
 
-// UpdateConfig sets the masked fields. Every field is validated before
+// UpdateConfig sets (update_mask) or removes (clear_mask) overrides of one
+// agent. The resulting effective config is validated field by field before
 // anything is stored; all errors come back at once as InvalidArgument with
 // BadRequest field violations.
 func (s *Service) UpdateConfig(ctx context.Context, req *orbweaverv1.UpdateConfigRequest) (*orbweaverv1.UpdateConfigResponse, error) {
@@ -120,24 +134,90 @@ func (s *Service) UpdateConfig(ctx context.Context, req *orbweaverv1.UpdateConfi
 	if err != nil {
 		return nil, err
 	}
-	next, verr := agentconfig.Apply(r.Config, req.GetConfig(), req.GetUpdateMask().GetPaths())
-	if verr == nil {
-		ifaces := make([]string, 0, len(r.Interfaces))
-		for _, i := range r.Interfaces {
-			ifaces = append(ifaces, i.GetName())
+	env := agentconfig.Env{CompileFilter: s.compile}
+	for _, i := range r.Interfaces {
+		env.Interfaces = append(env.Interfaces, i.GetName())
+	}
+	var fields []*orbweaverv1.ConfigField
+	change, err := s.store.UpdateAgentOverrides(ctx, r.ID, func(defaults, ov agentconfig.Layer) (agentconfig.Layer, error) {
+		next, verr := agentconfig.Update(ov, req.GetConfig(), req.GetUpdateMask().GetPaths(), req.GetClearMask().GetPaths())
+		if verr != nil {
+			return next, verr
 		}
-		verr = agentconfig.Validate(next, agentconfig.Env{Interfaces: ifaces, CompileFilter: s.compile})
-	}
-	if verr != nil {
-		return nil, invalid(verr)
-	}
-	version, err := s.store.SaveAgentConfig(ctx, r.ID, next)
+		if verr := agentconfig.Validate(agentconfig.Effective(defaults, next), env); verr != nil {
+			return next, verr
+		}
+		fields = agentconfig.Fields(defaults, next)
+		return next, nil
+	})
 	if err != nil {
-		return nil, s.internal("save config", err)
+		return nil, s.updateError("update config", err)
 	}
-	s.registry.Send(r.ID, &orbweaverv1.ControllerMessage{Msg: &orbweaverv1.ControllerMessage_Config{Config: &orbweaverv1.ConfigUpdate{Version: version, Config: next}}})
-	s.log.Info("config updated", "agent_id", r.ID, "version", version, "fields", strings.Join(req.GetUpdateMask().GetPaths(), ","))
-	return &orbweaverv1.UpdateConfigResponse{AgentId: r.ID, Config: next, Version: version}, nil
+	s.push(change)
+	s.log.Info("agent config updated", "agent_id", r.ID, "version", change.Version,
+		"set", strings.Join(req.GetUpdateMask().GetPaths(), ","), "cleared", strings.Join(req.GetClearMask().GetPaths(), ","))
+	return &orbweaverv1.UpdateConfigResponse{AgentId: r.ID, Config: change.Config, Version: change.Version, Fields: fields}, nil
+}
+
+// GetDefaultConfig returns the server-wide defaults.
+func (s *Service) GetDefaultConfig(ctx context.Context, _ *orbweaverv1.GetDefaultConfigRequest) (*orbweaverv1.GetDefaultConfigResponse, error) {
+	defaults, err := s.store.Defaults(ctx)
+	if err != nil {
+		return nil, s.internal("read defaults", err)
+	}
+	return &orbweaverv1.GetDefaultConfigResponse{
+		Config: agentconfig.Effective(defaults, agentconfig.Layer{}),
+		Fields: agentconfig.Fields(defaults, agentconfig.Layer{}),
+	}, nil
+}
+
+// UpdateDefaultConfig sets or removes server-wide defaults; every agent
+// that does not override a changed field gets a new config version at once.
+// Interface names are not checked here (agents differ); an agent lacking a
+// default interface reports it and shows as wrong configuration.
+func (s *Service) UpdateDefaultConfig(ctx context.Context, req *orbweaverv1.UpdateDefaultConfigRequest) (*orbweaverv1.GetDefaultConfigResponse, error) {
+	env := agentconfig.Env{CompileFilter: s.compile}
+	var next agentconfig.Layer
+	changes, err := s.store.UpdateDefaults(ctx, func(cur agentconfig.Layer) (agentconfig.Layer, error) {
+		var verr *agentconfig.ValidationError
+		next, verr = agentconfig.Update(cur, req.GetConfig(), req.GetUpdateMask().GetPaths(), req.GetClearMask().GetPaths())
+		if verr != nil {
+			return next, verr
+		}
+		if verr := agentconfig.Validate(agentconfig.Effective(next, agentconfig.Layer{}), env); verr != nil {
+			return next, verr
+		}
+		return next, nil
+	})
+	if err != nil {
+		return nil, s.updateError("update defaults", err)
+	}
+	for _, c := range changes {
+		s.push(c)
+	}
+	s.log.Info("default config updated", "agents_changed", len(changes),
+		"set", strings.Join(req.GetUpdateMask().GetPaths(), ","), "cleared", strings.Join(req.GetClearMask().GetPaths(), ","))
+	return &orbweaverv1.GetDefaultConfigResponse{
+		Config: agentconfig.Effective(next, agentconfig.Layer{}),
+		Fields: agentconfig.Fields(next, agentconfig.Layer{}),
+	}, nil
+}
+
+// push sends a new config to its agent when connected (otherwise the agent
+// gets it in its next welcome).
+func (s *Service) push(c store.ConfigChange) {
+	s.registry.Send(c.AgentID, &orbweaverv1.ControllerMessage{Msg: &orbweaverv1.ControllerMessage_Config{Config: &orbweaverv1.ConfigUpdate{Version: c.Version, Config: c.Config}}})
+}
+
+func (s *Service) updateError(what string, err error) error {
+	var verr *agentconfig.ValidationError
+	switch {
+	case errors.As(err, &verr):
+		return invalid(verr)
+	case errors.Is(err, store.ErrNotFound):
+		return status.Error(codes.NotFound, "agent not found")
+	}
+	return s.internal(what, err)
 }
 
 func invalid(verr *agentconfig.ValidationError) error {

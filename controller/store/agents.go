@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
+	"github.com/orbweaver/orbweaver/internal/agentconfig"
 )
 
 // Agent is an agents row with its stored config.
@@ -39,6 +40,8 @@ type Agent struct {
 	ConfigVersion      uint64
 	AckedConfigVersion uint64
 	ApplyError         string
+	// Overrides are the fields set for this agent alone.
+	Overrides agentconfig.Layer
 }
 
 // jsonOptions write protobuf messages to jsonb columns: proto field names
@@ -53,7 +56,7 @@ var modeNames = map[orbweaverv1.AgentMode]string{
 
 const agentSelect = `SELECT a.id::text, a.name, a.hostname, a.version, COALESCE(a.mode, ''), a.interfaces,
 	COALESCE(a.boot_id::text, ''), a.first_seen, a.last_seen, a.capture_requested, a.state, a.state_reason,
-	c.config, COALESCE(c.version, 0), COALESCE(c.acked_version, 0), COALESCE(c.apply_error, '')
+	c.config, COALESCE(c.version, 0), COALESCE(c.acked_version, 0), COALESCE(c.apply_error, ''), c.overrides
 	FROM agents a LEFT JOIN agent_configs c ON c.agent_id = a.id`
 
 // UpsertAgent records an agent's Hello at now: a new agent is inserted
@@ -150,12 +153,12 @@ func (s *Store) queryAgents(ctx context.Context, sql string, args ...any) ([]Age
 	for rows.Next() {
 		var (
 			a              Agent
-			ifaces, config []byte
+			ifaces, config, overrides []byte
 			version, acked int64
 		)
 		if err := rows.Scan(&a.ID, &a.Name, &a.Hostname, &a.Version, &a.Mode, &ifaces, &a.BootID,
 			&a.FirstSeen, &a.LastSeen, &a.CaptureRequested, &a.State, &a.StateReason,
-			&config, &version, &acked, &a.ApplyError); err != nil {
+			&config, &version, &acked, &a.ApplyError, &overrides); err != nil {
 			return nil, err
 		}
 		a.FirstSeen, a.LastSeen = a.FirstSeen.UTC(), a.LastSeen.UTC()
@@ -167,6 +170,11 @@ func (s *Store) queryAgents(ctx context.Context, sql string, args ...any) ([]Age
 			a.Config = &orbweaverv1.AgentConfig{}
 			if err := protojson.Unmarshal(config, a.Config); err != nil {
 				return nil, fmt.Errorf("agent %s: config: %w", a.ID, err)
+			}
+		}
+		if overrides != nil {
+			if a.Overrides, err = unmarshalLayer(overrides); err != nil {
+				return nil, fmt.Errorf("agent %s: overrides: %w", a.ID, err)
 			}
 		}
 		agents = append(agents, a)
@@ -312,13 +320,31 @@ func (s *Store) InsertHeartbeat(ctx context.Context, agentID string, hb *orbweav
 			at = time.Unix(0, hb.GetTimeNs())
 		}
 	}
+	var captureStart *time.Time
+	if ns := hb.GetCaptureStartNs(); ns != 0 {
+		t := time.Unix(0, ns).UTC()
+		captureStart = &t
+	}
+	var byReason *string
+	if len(hb.GetQueueDropsByReason()) > 0 {
+		b, err := json.Marshal(hb.GetQueueDropsByReason())
+		if err != nil {
+			return fmt.Errorf("store: insert heartbeat: agent %s: %w", agentID, err)
+		}
+		str := string(b)
+		byReason = &str
+	}
 	_, err = s.pool.Exec(ctx, `INSERT INTO agent_heartbeats (time, agent_id, capturing, packets, bytes, kernel_drops,
-			queue_drops, parse_errors, calls_sent, queue_depth, in_flight_batches, last_ack_rtt_us, capture_error)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+			queue_drops, parse_errors, calls_sent, queue_depth, in_flight_batches, last_ack_rtt_us, capture_error,
+			cpu_percent, rss_bytes, capture_start, packets_per_second, bytes_per_second, bytes_uploaded,
+			queue_drops_by_reason, unacked_calls, calls_captured)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
 		at, uid, hb.GetCapturing(), clampInt64(hb.GetPackets()), clampInt64(hb.GetBytes()),
 		clampInt64(hb.GetKernelDrops()), clampInt64(hb.GetQueueDrops()), clampInt64(hb.GetParseErrors()),
 		clampInt64(hb.GetCallsSent()), clampInt64(hb.GetQueueDepth()), int32(min(hb.GetInFlightBatches(), math.MaxInt32)),
-		hb.GetLastAckRttUs(), text(hb.GetCaptureError()))
+		hb.GetLastAckRttUs(), text(hb.GetCaptureError()),
+		hb.GetCpuPercent(), clampInt64(hb.GetRssBytes()), captureStart, hb.GetPacketsPerSecond(), hb.GetBytesPerSecond(),
+		clampInt64(hb.GetBytesUploaded()), byReason, clampInt64(hb.GetUnackedCalls()), clampInt64(hb.GetCallsCaptured()))
 	if err != nil {
 		return fmt.Errorf("store: insert heartbeat: agent %s: %w", agentID, err)
 	}

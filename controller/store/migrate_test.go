@@ -20,11 +20,11 @@ func TestMigrateIdempotent(t *testing.T) {
 	}
 	equalStrings(t, "schema_migrations",
 		queryStrings(t, s, "SELECT version || ' ' || name || ' ' || (applied_at IS NOT NULL) FROM schema_migrations ORDER BY version"),
-		[]string{"1 timescaledb true", "2 agents true", "3 agent_heartbeats true", "4 http_calls true", "5 ingested_batches true"})
+		[]string{"1 timescaledb true", "2 agents true", "3 agent_heartbeats true", "4 http_calls true", "5 ingested_batches true", "6 config_layers true"})
 	equalStrings(t, "tables",
 		queryStrings(t, s, `SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
 			AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1`),
-		[]string{"agent_configs", "agent_heartbeats", "agents", "http_calls", "ingested_batches", "schema_migrations"})
+		[]string{"agent_configs", "agent_heartbeats", "agents", "config_defaults", "http_calls", "ingested_batches", "schema_migrations"})
 	equalStrings(t, "http_calls columns",
 		queryStrings(t, s, `SELECT column_name || ' ' || data_type || ' ' || is_nullable FROM information_schema.columns
 			WHERE table_name = 'http_calls' ORDER BY ordinal_position`),
@@ -93,7 +93,7 @@ func TestMigrateConcurrentOpen(t *testing.T) {
 	}
 	s := openURL(t, url)
 	equalStrings(t, "versions", queryStrings(t, s, "SELECT version::text FROM schema_migrations ORDER BY 1"),
-		[]string{"1", "2", "3", "4", "5"})
+		[]string{"1", "2", "3", "4", "5", "6"})
 }
 
 func TestPartitionRouting(t *testing.T) {

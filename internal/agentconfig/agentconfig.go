@@ -1,21 +1,25 @@
-// Package agentconfig owns the agent configuration model: built-in default
-// values, field-by-field validation, and applying an update under a field
-// mask. It is used by the controller (to decide and validate) and by the
-// agent (to fill unset fields).
+// Package agentconfig owns the agent configuration model: built-in
+// defaults, layers of settings (server-wide defaults, per-agent overrides)
+// resolved into an effective config with each field's source, field masks,
+// and field-by-field validation. The controller decides configs with it; the
+// agent uses it to fill and check what it receives.
+//
+// A field is named by its dotted proto path, e.g. "capture.bpf_filter"; a
+// message path ("capture") in a mask stands for all its fields.
 package agentconfig
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
 )
 
 // Default returns the built-in defaults. Interface "" means the agent's own
-// choice (its --interface flag, else the first non-loopback interface).
+// choice (its --interface flag); mode "" means the agent's own mode.
 func Default() *orbweaverv1.AgentConfig {
 	return &orbweaverv1.AgentConfig{
 		Capture: &orbweaverv1.CaptureConfig{
@@ -28,193 +32,239 @@ func Default() *orbweaverv1.AgentConfig {
 			BatchMaxDelayMs:    200,
 			QueueMaxCalls:      100000,
 			MaxInFlightBatches: 8,
+			QueueMaxBytes:      64 << 20,
 		},
 		HeartbeatIntervalSeconds: 5,
+		Parsing: &orbweaverv1.ParsingConfig{
+			Protocols:    []string{"http"},
+			HeadersKeep:  []string{"accept", "accept-encoding", "content-encoding", "cache-control", "x-b3-traceid", "x-correlation-id"},
+			BodyMaxBytes: 4096,
+		},
 	}
 }
 
-// Paths lists every settable field path, in a stable order.
-var paths = []string{
-	"capture.interface",
-	"capture.bpf_filter",
-	"capture.snaplen",
-	"capture.promiscuous",
-	"capture.buffer_size_mib",
-	"shipping.batch_max_calls",
-	"shipping.batch_max_delay_ms",
-	"shipping.queue_max_calls",
-	"shipping.max_in_flight_batches",
-	"heartbeat_interval_seconds",
-}
+// Sources of a field's value, as reported in orbweaverv1.ConfigField.
+const (
+	SourceBuiltin  = "builtin"
+	SourceDefault  = "default"
+	SourceOverride = "override"
+)
 
-// Paths returns every field path an update mask may name.
-func Paths() []string { return slices.Clone(paths) }
+var (
+	rootDesc  = (&orbweaverv1.AgentConfig{}).ProtoReflect().Descriptor()
+	leafPaths = collectLeaves(rootDesc, "")
+)
 
-// Normalize returns a copy of cfg with every zero numeric field replaced by
-// its default, and nil sub-messages filled in. Strings and booleans keep
-// their value (their zero value is meaningful).
-func Normalize(cfg *orbweaverv1.AgentConfig) *orbweaverv1.AgentConfig {
-	d := Default()
-	out := proto.Clone(d).(*orbweaverv1.AgentConfig)
-	if cfg == nil {
-		return out
+// collectLeaves lists every settable field path: scalars, repeated fields,
+// and nothing else; singular messages are walked into.
+func collectLeaves(md protoreflect.MessageDescriptor, prefix string) []string {
+	var out []string
+	fields := md.Fields()
+	for i := range fields.Len() {
+		f := fields.Get(i)
+		p := prefix + string(f.Name())
+		if f.Kind() == protoreflect.MessageKind && !f.IsList() && !f.IsMap() {
+			out = append(out, collectLeaves(f.Message(), p+".")...)
+			continue
+		}
+		out = append(out, p)
 	}
-	if c := cfg.GetCapture(); c != nil {
-		out.Capture.Interface = c.GetInterface()
-		out.Capture.BpfFilter = c.GetBpfFilter()
-		out.Capture.Promiscuous = c.GetPromiscuous()
-		out.Capture.Snaplen = orDefault(c.GetSnaplen(), d.Capture.Snaplen)
-		out.Capture.BufferSizeMib = orDefault(c.GetBufferSizeMib(), d.Capture.BufferSizeMib)
-	}
-	if s := cfg.GetShipping(); s != nil {
-		out.Shipping.BatchMaxCalls = orDefault(s.GetBatchMaxCalls(), d.Shipping.BatchMaxCalls)
-		out.Shipping.BatchMaxDelayMs = orDefault(s.GetBatchMaxDelayMs(), d.Shipping.BatchMaxDelayMs)
-		out.Shipping.QueueMaxCalls = orDefault(s.GetQueueMaxCalls(), d.Shipping.QueueMaxCalls)
-		out.Shipping.MaxInFlightBatches = orDefault(s.GetMaxInFlightBatches(), d.Shipping.MaxInFlightBatches)
-	}
-	out.HeartbeatIntervalSeconds = orDefault(cfg.GetHeartbeatIntervalSeconds(), d.HeartbeatIntervalSeconds)
 	return out
 }
 
-func orDefault(v, d uint32) uint32 {
-	if v == 0 {
-		return d
-	}
-	return v
-}
+// Paths returns every field path, in declaration order.
+func Paths() []string { return slices.Clone(leafPaths) }
 
-// FieldError is one invalid field.
-type FieldError struct {
-	Field   string
-	Message string
-}
-
-func (e FieldError) Error() string { return e.Field + ": " + e.Message }
-
-// ValidationError carries every field error of one update.
-type ValidationError struct {
-	Fields []FieldError
-}
-
-func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Fields))
-	for i, f := range e.Fields {
-		parts[i] = f.Error()
-	}
-	return "invalid config: " + strings.Join(parts, "; ")
-}
-
-// Env is what validation needs to know about the agent and the host.
-type Env struct {
-	// Interfaces the agent reported; when empty, the interface name is not
-	// checked (the agent has not said hello yet).
-	Interfaces []string
-	// CompileFilter compiles a BPF expression for the given snaplen; nil
-	// skips the check.
-	CompileFilter func(expr string, snaplen int) error
-}
-
-type bound struct {
-	path     string
-	get      func(*orbweaverv1.AgentConfig) uint32
-	min, max uint32
-}
-
-var bounds = []bound{
-	{"capture.snaplen", func(c *orbweaverv1.AgentConfig) uint32 { return c.GetCapture().GetSnaplen() }, 64, 262144},
-	{"capture.buffer_size_mib", func(c *orbweaverv1.AgentConfig) uint32 { return c.GetCapture().GetBufferSizeMib() }, 1, 4096},
-	{"shipping.batch_max_calls", func(c *orbweaverv1.AgentConfig) uint32 { return c.GetShipping().GetBatchMaxCalls() }, 1, 100000},
-	{"shipping.batch_max_delay_ms", func(c *orbweaverv1.AgentConfig) uint32 { return c.GetShipping().GetBatchMaxDelayMs() }, 10, 60000},
-	{"shipping.queue_max_calls", func(c *orbweaverv1.AgentConfig) uint32 { return c.GetShipping().GetQueueMaxCalls() }, 1, 10000000},
-	{"shipping.max_in_flight_batches", func(c *orbweaverv1.AgentConfig) uint32 { return c.GetShipping().GetMaxInFlightBatches() }, 1, 1024},
-	{"heartbeat_interval_seconds", func(c *orbweaverv1.AgentConfig) uint32 { return c.GetHeartbeatIntervalSeconds() }, 1, 3600},
-}
-
-// Validate checks a normalized config and returns every problem at once
-// (nil when valid).
-func Validate(cfg *orbweaverv1.AgentConfig, env Env) *ValidationError {
-	var errs []FieldError
-	for _, b := range bounds {
-		if v := b.get(cfg); v < b.min || v > b.max {
-			errs = append(errs, FieldError{b.path, fmt.Sprintf("%d is out of range [%d, %d]", v, b.min, b.max)})
+// expand turns a mask path into the leaf paths it names; ok is false for an
+// unknown path.
+func expand(path string) (leaves []string, ok bool) {
+	for _, l := range leafPaths {
+		if l == path || strings.HasPrefix(l, path+".") {
+			leaves = append(leaves, l)
 		}
 	}
-	if name := cfg.GetCapture().GetInterface(); name != "" && len(env.Interfaces) > 0 && !slices.Contains(env.Interfaces, name) {
-		errs = append(errs, FieldError{"capture.interface", fmt.Sprintf("the agent has no interface %q (it has: %s)", name, strings.Join(env.Interfaces, ", "))})
-	}
-	if expr := cfg.GetCapture().GetBpfFilter(); expr != "" && env.CompileFilter != nil {
-		snap := int(cfg.GetCapture().GetSnaplen())
-		if snap < 64 {
-			snap = 262144
-		}
-		if err := env.CompileFilter(expr, snap); err != nil {
-			errs = append(errs, FieldError{"capture.bpf_filter", "does not compile: " + strings.TrimPrefix(err.Error(), "bpf filter: ")})
-		}
-	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return &ValidationError{Fields: errs}
+	return leaves, len(leaves) > 0
 }
 
-// Apply returns base with the fields named in mask copied from update. An
-// unknown path is a field error; an empty mask is an error on "update_mask".
-func Apply(base, update *orbweaverv1.AgentConfig, mask []string) (*orbweaverv1.AgentConfig, *ValidationError) {
-	out := Normalize(base)
-	if len(mask) == 0 {
-		return nil, &ValidationError{Fields: []FieldError{{"update_mask", "must name at least one field, e.g. \"capture.bpf_filter\""}}}
+// field resolves a leaf path to its message (created on the way when
+// mutable) and field descriptor.
+func field(m protoreflect.Message, path string, mutable bool) (protoreflect.Message, protoreflect.FieldDescriptor) {
+	parts := strings.Split(path, ".")
+	for _, name := range parts[:len(parts)-1] {
+		fd := m.Descriptor().Fields().ByName(protoreflect.Name(name))
+		if fd == nil {
+			return nil, nil
+		}
+		if mutable {
+			m = m.Mutable(fd).Message()
+		} else {
+			m = m.Get(fd).Message()
+		}
+	}
+	fd := m.Descriptor().Fields().ByName(protoreflect.Name(parts[len(parts)-1]))
+	return m, fd
+}
+
+// copyField sets dst's leaf path to src's value.
+func copyField(dst, src *orbweaverv1.AgentConfig, path string) {
+	sm, sfd := field(src.ProtoReflect(), path, false)
+	dm, dfd := field(dst.ProtoReflect(), path, true)
+	if sfd == nil || dfd == nil {
+		return
+	}
+	if !sm.Has(sfd) {
+		dm.Clear(dfd)
+		return
+	}
+	v := sm.Get(sfd)
+	if sfd.IsList() {
+		l := dm.Mutable(dfd).List()
+		l.Truncate(0)
+		sl := v.List()
+		for i := range sl.Len() {
+			e := sl.Get(i)
+			if sfd.Kind() == protoreflect.MessageKind {
+				e = protoreflect.ValueOfMessage(proto.Clone(e.Message().Interface()).ProtoReflect())
+			}
+			l.Append(e)
+		}
+		return
+	}
+	dm.Set(dfd, v)
+}
+
+// Layer is a sparse set of settings: the fields named in Paths take their
+// value from Config. The zero Layer sets nothing.
+type Layer struct {
+	Config *orbweaverv1.AgentConfig
+	Paths  []string
+}
+
+// Has reports whether the layer sets path.
+func (l Layer) Has(path string) bool { return slices.Contains(l.Paths, path) }
+
+// apply copies the layer's fields onto cfg.
+func (l Layer) apply(cfg *orbweaverv1.AgentConfig) {
+	for _, p := range l.Paths {
+		copyField(cfg, l.Config, p)
+	}
+}
+
+// Effective resolves built-in defaults, then the server-wide defaults, then
+// an agent's overrides, into the config the agent runs with.
+func Effective(defaults, overrides Layer) *orbweaverv1.AgentConfig {
+	cfg := Default()
+	defaults.apply(cfg)
+	overrides.apply(cfg)
+	return cfg
+}
+
+// Fields lists every field of the effective config with its value (JSON)
+// and source.
+func Fields(defaults, overrides Layer) []*orbweaverv1.ConfigField {
+	cfg := Effective(defaults, overrides)
+	out := make([]*orbweaverv1.ConfigField, 0, len(leafPaths))
+	for _, p := range leafPaths {
+		src := SourceBuiltin
+		switch {
+		case overrides.Has(p):
+			src = SourceOverride
+		case defaults.Has(p):
+			src = SourceDefault
+		}
+		out = append(out, &orbweaverv1.ConfigField{Path: p, Value: valueJSON(cfg, p), Source: src})
+	}
+	return out
+}
+
+// Update returns a copy of layer with the fields in set taken from update
+// and the fields in clear removed. Mask paths may name messages ("capture")
+// for all their fields. Unknown paths are field errors, reported together.
+func Update(layer Layer, update *orbweaverv1.AgentConfig, set, clear []string) (Layer, *ValidationError) {
+	if len(set) == 0 && len(clear) == 0 {
+		return Layer{}, &ValidationError{Fields: []FieldError{{"update_mask", `must name at least one field, e.g. "capture.bpf_filter"`}}}
 	}
 	if update == nil {
 		update = &orbweaverv1.AgentConfig{}
 	}
 	var errs []FieldError
-	for _, p := range mask {
-		switch p {
-		case "capture":
-			for _, sub := range paths[:5] {
-				set(out, update, sub)
-			}
-		case "shipping":
-			for _, sub := range paths[5:9] {
-				set(out, update, sub)
-			}
-		default:
-			if !set(out, update, p) {
-				errs = append(errs, FieldError{p, "unknown field (known: " + strings.Join(paths, ", ") + ")"})
-			}
+	setLeaves := resolve(set, "update_mask", &errs)
+	clearLeaves := resolve(clear, "clear_mask", &errs)
+	if len(errs) > 0 {
+		return Layer{}, &ValidationError{Fields: errs}
+	}
+	out := Layer{Config: &orbweaverv1.AgentConfig{}}
+	if layer.Config != nil {
+		out.Config = proto.Clone(layer.Config).(*orbweaverv1.AgentConfig)
+	}
+	for _, p := range layer.Paths {
+		if !slices.Contains(clearLeaves, p) && !slices.Contains(setLeaves, p) {
+			out.Paths = append(out.Paths, p)
 		}
 	}
-	if len(errs) > 0 {
-		return nil, &ValidationError{Fields: errs}
+	for _, p := range clearLeaves {
+		m, fd := field(out.Config.ProtoReflect(), p, true)
+		if fd != nil {
+			m.Clear(fd)
+		}
 	}
+	for _, p := range setLeaves {
+		copyField(out.Config, update, p)
+		out.Paths = append(out.Paths, p)
+	}
+	// Keep paths in declaration order so equal layers compare equal.
+	slices.SortFunc(out.Paths, func(a, b string) int { return slices.Index(leafPaths, a) - slices.Index(leafPaths, b) })
 	return out, nil
 }
 
-func set(dst, src *orbweaverv1.AgentConfig, path string) bool {
-	sc, ss := src.GetCapture(), src.GetShipping()
-	switch path {
-	case "capture.interface":
-		dst.Capture.Interface = sc.GetInterface()
-	case "capture.bpf_filter":
-		dst.Capture.BpfFilter = sc.GetBpfFilter()
-	case "capture.snaplen":
-		dst.Capture.Snaplen = sc.GetSnaplen()
-	case "capture.promiscuous":
-		dst.Capture.Promiscuous = sc.GetPromiscuous()
-	case "capture.buffer_size_mib":
-		dst.Capture.BufferSizeMib = sc.GetBufferSizeMib()
-	case "shipping.batch_max_calls":
-		dst.Shipping.BatchMaxCalls = ss.GetBatchMaxCalls()
-	case "shipping.batch_max_delay_ms":
-		dst.Shipping.BatchMaxDelayMs = ss.GetBatchMaxDelayMs()
-	case "shipping.queue_max_calls":
-		dst.Shipping.QueueMaxCalls = ss.GetQueueMaxCalls()
-	case "shipping.max_in_flight_batches":
-		dst.Shipping.MaxInFlightBatches = ss.GetMaxInFlightBatches()
-	case "heartbeat_interval_seconds":
-		dst.HeartbeatIntervalSeconds = src.GetHeartbeatIntervalSeconds()
-	default:
-		return false
+func resolve(paths []string, mask string, errs *[]FieldError) []string {
+	var out []string
+	for _, p := range paths {
+		leaves, ok := expand(p)
+		if !ok {
+			*errs = append(*errs, FieldError{p, "unknown field in " + mask + " (known: " + strings.Join(leafPaths, ", ") + ")"})
+			continue
+		}
+		for _, l := range leaves {
+			if !slices.Contains(out, l) {
+				out = append(out, l)
+			}
+		}
 	}
-	return true
+	return out
+}
+
+// Normalize returns a copy of cfg with every zero numeric field replaced by
+// its built-in default and nil messages filled in (what an agent does with
+// a config from an older controller). Strings, booleans and lists keep
+// their value.
+func Normalize(cfg *orbweaverv1.AgentConfig) *orbweaverv1.AgentConfig {
+	out := Default()
+	if cfg == nil {
+		return out
+	}
+	src := cfg.ProtoReflect()
+	for _, p := range leafPaths {
+		sm, fd := field(src, p, false)
+		if fd == nil {
+			continue
+		}
+		if !fd.IsList() && isNumeric(fd.Kind()) && !sm.Has(fd) {
+			continue // zero: keep the default
+		}
+		if fd.IsList() && !sm.Has(fd) && p == "parsing.protocols" {
+			continue // no protocol list means the default decoders
+		}
+		copyField(out, cfg, p)
+	}
+	return out
+}
+
+func isNumeric(k protoreflect.Kind) bool {
+	switch k {
+	case protoreflect.Uint32Kind, protoreflect.Uint64Kind, protoreflect.Int32Kind, protoreflect.Int64Kind,
+		protoreflect.DoubleKind, protoreflect.FloatKind, protoreflect.Fixed32Kind, protoreflect.Fixed64Kind:
+		return true
+	}
+	return false
 }
