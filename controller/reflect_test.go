@@ -148,4 +148,3 @@ func (r dynamicResolver) FindExtensionByName(protoreflect.FullName) (protoreflec
 func (r dynamicResolver) FindExtensionByNumber(protoreflect.FullName, protoreflect.FieldNumber) (protoreflect.ExtensionType, error) {
 	return nil, protoregistry.NotFound
 }
-

@@ -152,9 +152,9 @@ func (s *Store) queryAgents(ctx context.Context, sql string, args ...any) ([]Age
 	var agents []Agent
 	for rows.Next() {
 		var (
-			a              Agent
+			a                         Agent
 			ifaces, config, overrides []byte
-			version, acked int64
+			version, acked            int64
 		)
 		if err := rows.Scan(&a.ID, &a.Name, &a.Hostname, &a.Version, &a.Mode, &ifaces, &a.BootID,
 			&a.FirstSeen, &a.LastSeen, &a.CaptureRequested, &a.State, &a.StateReason,
