@@ -19,12 +19,15 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/orbweaver/orbweaver/agent/capture"
+	"github.com/orbweaver/orbweaver/agent/metrics"
 	"github.com/orbweaver/orbweaver/agent/pipeline"
 	"github.com/orbweaver/orbweaver/agent/uplink"
 	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
 	"github.com/orbweaver/orbweaver/internal/agentconfig"
 	"github.com/orbweaver/orbweaver/internal/callconv"
+	"github.com/orbweaver/orbweaver/internal/metricsserver"
 	"github.com/orbweaver/orbweaver/internal/model"
+	"github.com/orbweaver/orbweaver/internal/procstat"
 )
 
 // Config is the agent's local configuration (flags). Everything else comes
@@ -52,6 +55,8 @@ type Config struct {
 	DialOptions []grpc.DialOption
 	// Pipeline bounds the decoder's memory; zero means defaults.
 	Pipeline pipeline.Config
+	// MetricsListen, when set, serves Prometheus /metrics there.
+	MetricsListen string
 }
 
 // Agent is a running agent. Build it with New, then Run it.
@@ -77,6 +82,10 @@ type Agent struct {
 	current atomic.Pointer[captureSession]
 	changed chan struct{} // cap 1: desired capture state changed
 	hbNow   chan struct{} // cap 1: send a heartbeat now
+
+	// Owned by the heartbeat loop.
+	sampler           *procstat.Sampler
+	pktRate, byteRate procstat.Rate
 }
 
 type captureSession struct {
@@ -110,6 +119,7 @@ func New(cfg Config) (*Agent, error) {
 		fileDone: make(chan error, 1),
 		changed:  make(chan struct{}, 1),
 		hbNow:    make(chan struct{}, 1),
+		sampler:  procstat.NewSampler(),
 	}
 	if cfg.File != "" {
 		a.mode = orbweaverv1.AgentMode_AGENT_MODE_FILE
@@ -156,6 +166,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); _ = a.up.Run(upCtx) }()
 	go func() { defer wg.Done(); a.heartbeats(upCtx) }()
 	defer func() { upCancel(); wg.Wait() }()
+	if a.cfg.MetricsListen != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := metricsserver.Run(upCtx, a.cfg.MetricsListen, metrics.New(a).Registry(), a.log); err != nil {
+				a.log.Error("metrics server", "err", err)
+			}
+		}()
+	}
 
 	a.log.Info("agent starting", "name", a.cfg.Name, "controller", a.cfg.Controller, "mode", a.mode.String(), "boot_id", a.bootID)
 	result := make(chan error, 1)
@@ -200,6 +219,7 @@ func limitsOf(c *orbweaverv1.AgentConfig) uplink.Limits {
 		BatchMaxCalls: int(s.GetBatchMaxCalls()),
 		BatchMaxDelay: time.Duration(s.GetBatchMaxDelayMs()) * time.Millisecond,
 		QueueMaxCalls: int(s.GetQueueMaxCalls()),
+		QueueMaxBytes: int64(s.GetQueueMaxBytes()),
 		MaxInFlight:   int(s.GetMaxInFlightBatches()),
 	}
 }
@@ -329,8 +349,27 @@ func (a *Agent) captureManager(ctx context.Context) error {
 	}
 }
 
+// sourceOf decides what a session reads: the config's capture.mode and
+// file_path win over the agent's flags.
+func (a *Agent) sourceOf(c *orbweaverv1.CaptureConfig) (file, iface string) {
+	switch {
+	case c.GetMode() == "file":
+		return c.GetFilePath(), ""
+	case c.GetMode() == "interface":
+	case a.mode == orbweaverv1.AgentMode_AGENT_MODE_FILE:
+		return a.cfg.File, ""
+	}
+	iface = c.GetInterface()
+	if iface == "" {
+		iface = a.cfg.Interface
+	}
+	return "", iface
+}
+
 func (a *Agent) startSession(ctx context.Context, conf *orbweaverv1.AgentConfig) {
-	if a.mode == orbweaverv1.AgentMode_AGENT_MODE_FILE {
+	file, iface := a.sourceOf(conf.GetCapture())
+	flagFile := file != "" && file == a.cfg.File && a.mode == orbweaverv1.AgentMode_AGENT_MODE_FILE
+	if flagFile {
 		a.mu.Lock()
 		sent := a.fileSent
 		a.mu.Unlock()
@@ -340,31 +379,31 @@ func (a *Agent) startSession(ctx context.Context, conf *orbweaverv1.AgentConfig)
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	s := &captureSession{cancel: cancel, done: make(chan struct{})}
-	s.pipe = pipeline.New(a.cfg.Pipeline, a.emitter(sctx))
+	s.pipe = pipeline.New(a.cfg.Pipeline, a.emitter(sctx, file != ""))
 	a.current.Store(s)
 	a.mu.Lock()
 	a.session = s
 	a.captErr = ""
-	a.captStart = time.Now()
 	a.mu.Unlock()
 	go func() {
 		defer close(s.done)
-		err := a.capture(sctx, s, conf)
+		err := a.capture(sctx, s, conf.GetCapture(), file, iface)
 		s.pipe.Close()
 		if err != nil {
 			a.log.Error("capture stopped", "err", err)
+		} else if file != "" {
+			a.log.Info("file read", "file", file, "packets", s.pipe.Stats().Packets, "calls", s.pipe.Stats().Calls)
 		}
 		a.mu.Lock()
 		if err != nil {
 			a.captErr = err.Error()
 		}
 		a.mu.Unlock()
-		if a.mode == orbweaverv1.AgentMode_AGENT_MODE_FILE {
+		if flagFile {
 			a.finishFile(err)
 		}
 		a.retire(s)
 	}()
-	a.heartbeatNow()
 }
 
 // retire folds a finished session's counters into the totals.
@@ -404,22 +443,17 @@ func (a *Agent) stopSession() {
 }
 
 // capture runs one capture session until ctx ends or the source is done.
-func (a *Agent) capture(ctx context.Context, s *captureSession, conf *orbweaverv1.AgentConfig) error {
-	c := conf.GetCapture()
+func (a *Agent) capture(ctx context.Context, s *captureSession, c *orbweaverv1.CaptureConfig, file, iface string) error {
 	var (
 		h   *capture.Handle
 		err error
 	)
-	if a.mode == orbweaverv1.AgentMode_AGENT_MODE_FILE {
-		h, err = capture.OpenFile(a.cfg.File, c.GetBpfFilter())
-	} else {
-		iface := c.GetInterface()
-		if iface == "" {
-			iface = a.cfg.Interface
-		}
-		if iface == "" {
-			return errors.New("capture.interface: no interface configured (set it in the config or with --interface)")
-		}
+	switch {
+	case file != "":
+		h, err = capture.OpenFile(file, c.GetBpfFilter())
+	case iface == "":
+		return errors.New("capture.interface: no interface configured (set it in the config or with --interface)")
+	default:
 		h, err = capture.OpenLive(capture.LiveConfig{
 			Interface:     iface,
 			Filter:        c.GetBpfFilter(),
@@ -432,9 +466,12 @@ func (a *Agent) capture(ctx context.Context, s *captureSession, conf *orbweaverv
 		return err
 	}
 	defer h.Close()
+	a.mu.Lock()
+	a.captStart = time.Now()
+	a.mu.Unlock()
 	s.handle.Store(h)
 	a.heartbeatNow() // capturing from now on
-	a.log.Info("capture started", "source", a.source(c), "filter", c.GetBpfFilter())
+	a.log.Info("capture started", "source", file+iface, "filter", c.GetBpfFilter())
 	return runCapture(ctx, h, s.pipe)
 }
 
@@ -454,20 +491,10 @@ func runCapture(ctx context.Context, h *capture.Handle, p *pipeline.Pipeline) er
 	})
 }
 
-func (a *Agent) source(c *orbweaverv1.CaptureConfig) string {
-	if a.mode == orbweaverv1.AgentMode_AGENT_MODE_FILE {
-		return a.cfg.File
-	}
-	if c.GetInterface() != "" {
-		return c.GetInterface()
-	}
-	return a.cfg.Interface
-}
-
 // emitter returns the pipeline's call sink: live capture never blocks (a
 // full queue drops and counts), file reading waits for room.
-func (a *Agent) emitter(ctx context.Context) func(*model.HTTPCall) {
-	if a.mode == orbweaverv1.AgentMode_AGENT_MODE_FILE {
+func (a *Agent) emitter(ctx context.Context, file bool) func(*model.HTTPCall) {
+	if file {
 		return func(c *model.HTTPCall) {
 			_ = a.up.EnqueueWait(ctx, callconv.ToProto(c))
 		}
@@ -534,24 +561,64 @@ func (a *Agent) Stats() Stats {
 	return Stats{Pipeline: ps, KernelDrops: kd, Uplink: us, Capturing: cur != nil && cur.handle.Load() != nil}
 }
 
+// heartbeat builds the status message; only the heartbeat loop calls it
+// (it advances the CPU and rate intervals).
 func (a *Agent) heartbeat() *orbweaverv1.Heartbeat {
 	st := a.Stats()
+	now := time.Now()
 	a.mu.Lock()
-	cerr := a.captErr
+	cerr, start := a.captErr, a.captStart
 	a.mu.Unlock()
-	return &orbweaverv1.Heartbeat{
-		TimeNs:          time.Now().UnixNano(),
-		Capturing:       st.Capturing,
-		Packets:         st.Pipeline.Packets,
-		Bytes:           st.Pipeline.Bytes,
-		KernelDrops:     st.KernelDrops,
-		QueueDrops:      st.Uplink.QueueDrops,
-		ParseErrors:     st.Pipeline.DecodeErrors + st.Pipeline.HTTPParseErrors,
-		CallsSent:       st.Uplink.CallsSent,
-		QueueDepth:      uint64(st.Uplink.QueueDepth),
-		InFlightBatches: uint32(st.Uplink.InFlight),
-		LastAckRttUs:    st.Uplink.LastAckRTT.Microseconds(),
-		CaptureError:    cerr,
+	hb := &orbweaverv1.Heartbeat{
+		TimeNs:             now.UnixNano(),
+		Capturing:          st.Capturing,
+		Packets:            st.Pipeline.Packets,
+		Bytes:              st.Pipeline.Bytes,
+		KernelDrops:        st.KernelDrops,
+		QueueDrops:         st.Uplink.QueueDrops,
+		QueueDropsByReason: st.Uplink.QueueDropsByReason,
+		ParseErrors:        st.Pipeline.DecodeErrors + st.Pipeline.HTTPParseErrors,
+		CallsSent:          st.Uplink.CallsSent,
+		CallsCaptured:      st.Pipeline.Calls,
+		QueueDepth:         uint64(st.Uplink.QueueDepth),
+		InFlightBatches:    uint32(st.Uplink.InFlight),
+		UnackedCalls:       uint64(st.Uplink.UnackedCalls),
+		LastAckRttUs:       st.Uplink.LastAckRTT.Microseconds(),
+		BytesUploaded:      st.Uplink.BytesUploaded,
+		CaptureError:       cerr,
+		PacketsPerSecond:   a.pktRate.Update(st.Pipeline.Packets, now),
+		BytesPerSecond:     a.byteRate.Update(st.Pipeline.Bytes, now),
+	}
+	if st.Capturing && !start.IsZero() {
+		hb.CaptureStartNs = start.UnixNano()
+	}
+	if ps, err := a.sampler.Sample(); err == nil {
+		hb.CpuPercent, hb.RssBytes = ps.CPUPercent, ps.RSSBytes
+	}
+	return hb
+}
+
+// Snapshot implements metrics.Source for the agent's /metrics.
+func (a *Agent) Snapshot() metrics.Snapshot {
+	st := a.Stats()
+	return metrics.Snapshot{
+		Packets:            st.Pipeline.Packets,
+		Bytes:              st.Pipeline.Bytes,
+		KernelDrops:        st.KernelDrops,
+		QueueDropsByReason: st.Uplink.QueueDropsByReason,
+		ParseErrors:        st.Pipeline.DecodeErrors + st.Pipeline.HTTPParseErrors,
+		CallsCaptured:      st.Pipeline.Calls,
+		CallsAcked:         st.Uplink.CallsSent,
+		BatchesAcked:       st.Uplink.BatchesAcked,
+		BatchesResent:      st.Uplink.BatchesResent,
+		Duplicates:         st.Uplink.Duplicates,
+		Reconnects:         st.Uplink.Reconnects,
+		QueueDepth:         st.Uplink.QueueDepth,
+		InFlightBatches:    st.Uplink.InFlight,
+		UnackedCalls:       st.Uplink.UnackedCalls,
+		Connected:          st.Uplink.Connected,
+		Capturing:          st.Capturing,
+		LastAckRTT:         st.Uplink.LastAckRTT,
 	}
 }
 

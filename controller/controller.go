@@ -17,6 +17,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -25,8 +26,11 @@ import (
 	"github.com/orbweaver/orbweaver/agent/capture"
 	"github.com/orbweaver/orbweaver/controller/agents"
 	"github.com/orbweaver/orbweaver/controller/control"
+	"github.com/orbweaver/orbweaver/controller/metrics"
 	"github.com/orbweaver/orbweaver/controller/store"
 	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
+	"github.com/orbweaver/orbweaver/internal/auth"
+	"github.com/orbweaver/orbweaver/internal/metricsserver"
 	"github.com/orbweaver/orbweaver/internal/pgcluster"
 )
 
@@ -45,6 +49,16 @@ type Config struct {
 	// OnReady, when set, is called with the bound address once the gRPC
 	// server accepts connections.
 	OnReady func(addr net.Addr)
+	// MetricsListen, when set, serves Prometheus /metrics there.
+	MetricsListen string
+	// Tokens authenticate agents and operators; nil turns authentication
+	// off (tests, or --no-auth for local development).
+	Tokens *auth.Tokens
+	// TLS, when set, secures the gRPC port.
+	TLS credentials.TransportCredentials
+	// RequireAgentClientCert makes agents present a client certificate
+	// (mTLS); TLS must verify client certificates.
+	RequireAgentClientCert bool
 }
 
 // Run serves until ctx ends, then stops gracefully.
@@ -92,7 +106,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	srv := newGRPCServer(st, log)
+	reg := agents.NewRegistry()
+	met := metrics.New(reg.Connected)
+	var opts []grpc.ServerOption
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(cfg.TLS))
+	}
+	if cfg.Tokens != nil {
+		opts = append(opts, cfg.Tokens.ServerOptions(auth.ServerPolicy{RequireAgentClientCert: cfg.RequireAgentClientCert, Logger: log})...)
+	} else {
+		log.Warn("authentication is off: any client may connect")
+	}
+	srv := newGRPCServer(st, reg, met, log, opts...)
 	log.Info("controller listening", "addr", lis.Addr().String(), "version", cfg.Version)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -103,6 +128,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	})
 	g.Go(func() error { return st.Run(gctx) })
+	if cfg.MetricsListen != "" {
+		g.Go(func() error { return metricsserver.Run(gctx, cfg.MetricsListen, met.Registry(), log) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		stopGracefully(srv, 5*time.Second)
@@ -112,7 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.OnReady(lis.Addr())
 	}
 	if cfg.Demo {
-		g.Go(func() error { return runDemo(gctx, lis.Addr().String(), cfg.DataDir, cfg.Version, log) })
+		g.Go(func() error { return runDemo(gctx, lis.Addr().String(), cfg, log) })
 	}
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
@@ -121,16 +149,15 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-func newGRPCServer(st *store.Store, log *slog.Logger) *grpc.Server {
-	srv := grpc.NewServer(
+func newGRPCServer(st *store.Store, reg *agents.Registry, met *metrics.Metrics, log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
+	srv := grpc.NewServer(append(opts,
 		// Ping idle agents so a dead peer (host gone, cable cut) is noticed
 		// within ~30 s and the agent shows as not visible.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(64<<20),
-	)
-	reg := agents.NewRegistry()
-	orbweaverv1.RegisterAgentServiceServer(srv, agents.NewService(st, reg, log, nil))
+	)...)
+	orbweaverv1.RegisterAgentServiceServer(srv, agents.NewService(st, reg, log, met))
 	orbweaverv1.RegisterControlServiceServer(srv, control.NewService(st, reg, compileFilter, log))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)

@@ -9,8 +9,11 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/orbweaver/orbweaver/agent"
+	"github.com/orbweaver/orbweaver/internal/auth"
 	"github.com/orbweaver/orbweaver/internal/demomesh"
 )
 
@@ -19,7 +22,7 @@ const demoRate = 20
 
 // runDemo starts the demo mesh, an agent capturing it on the loopback
 // interface, and a steady load, until ctx ends.
-func runDemo(ctx context.Context, controllerAddr, dataDir, version string, log *slog.Logger) error {
+func runDemo(ctx context.Context, controllerAddr string, cfg Config, log *slog.Logger) error {
 	mesh, err := demomesh.Start(ctx, demomesh.Config{Logger: log.With("component", "demomesh")})
 	if err != nil {
 		return fmt.Errorf("demo mesh: %w", err)
@@ -29,14 +32,23 @@ func runDemo(ctx context.Context, controllerAddr, dataDir, version string, log *
 		defer cancel()
 		_ = mesh.Close(cctx)
 	}()
+	var dial []grpc.DialOption
+	if cfg.TLS != nil {
+		return errors.New("--demo runs on plaintext loopback; drop the TLS flags")
+	}
+	if cfg.Tokens != nil {
+		dial = append(dial, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(auth.BearerToken(cfg.Tokens.EnrollmentToken(), false)))
+	}
 	a, err := agent.New(agent.Config{
-		Controller: controllerAddr,
-		Name:       "demo-agent",
-		Interface:  "lo",
-		Filter:     mesh.BPFFilter(),
-		StateDir:   filepath.Join(dataDir, "demo-agent"),
-		Version:    version,
-		Logger:     log.With("component", "agent"),
+		Controller:  controllerAddr,
+		Name:        "demo-agent",
+		Interface:   "lo",
+		Filter:      mesh.BPFFilter(),
+		StateDir:    filepath.Join(cfg.DataDir, "demo-agent"),
+		Version:     cfg.Version,
+		Logger:      log.With("component", "agent"),
+		DialOptions: dial,
 	})
 	if err != nil {
 		return fmt.Errorf("demo agent: %w", err)
@@ -46,13 +58,14 @@ func runDemo(ctx context.Context, controllerAddr, dataDir, version string, log *
 	}
 	fmt.Printf(`
 Orbweaver demo is running: %d req/s on %s, captured on lo by agent "demo-agent".
-Try (grpcurl is in .bin/ after make setup):
-  grpcurl -plaintext %s list
-  grpcurl -plaintext %s orbweaver.v1.ControlService/ListAgents
-  grpcurl -plaintext -d '{"agent":"demo-agent"}' %s orbweaver.v1.ControlService/GetConfig
+Try (grpcurl is in .bin/ after make setup; see README "Operating with grpcurl"):
+  export PATH=$PWD/.bin:$PATH C=%s
+  export TOKEN=$(bin/orbweaver-controller --data-dir %s --print-token admin)
+  grpcurl -plaintext $C list
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" $C orbweaver.v1.ControlService/ListAgents
 Press Ctrl-C to stop.
 
-`, demoRate, mesh.FrontendURL(), controllerAddr, controllerAddr, controllerAddr)
+`, demoRate, mesh.FrontendURL(), controllerAddr, cfg.DataDir)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Run(gctx) })

@@ -58,7 +58,7 @@ type env struct {
 }
 
 // startController runs a controller on a free loopback port against dbURL.
-func startController(t *testing.T, dbURL, listen string) *env {
+func startController(t *testing.T, dbURL, listen string, opts ...func(*controller.Config)) *env {
 	t.Helper()
 	if listen == "" {
 		listen = "127.0.0.1:0"
@@ -66,14 +66,16 @@ func startController(t *testing.T, dbURL, listen string) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan net.Addr, 1)
 	e := &env{t: t, dbURL: dbURL, cancel: cancel, done: make(chan error, 1)}
-	go func() {
-		e.done <- controller.Run(ctx, controller.Config{
-			Listen:      listen,
-			DatabaseURL: dbURL,
-			Logger:      testLogger(t).With("component", "controller"),
-			OnReady:     func(a net.Addr) { ready <- a },
-		})
-	}()
+	cfg := controller.Config{
+		Listen:      listen,
+		DatabaseURL: dbURL,
+		Logger:      testLogger(t).With("component", "controller"),
+		OnReady:     func(a net.Addr) { ready <- a },
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	go func() { e.done <- controller.Run(ctx, cfg) }()
 	select {
 	case a := <-ready:
 		e.addr = a.String()
@@ -378,9 +380,9 @@ func startHTTPServer(t *testing.T) (*http.Server, int) {
 	return srv, lis.Addr().(*net.TCPAddr).Port
 }
 
-func controlConn(t *testing.T, addr string) *grpc.ClientConn {
+func controlConn(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

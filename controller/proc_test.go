@@ -35,7 +35,7 @@ func freePort(t *testing.T) int {
 func startControllerProcess(t *testing.T, bin, addr, dbURL string) *exec.Cmd {
 	t.Helper()
 	var logs bytes.Buffer
-	cmd := exec.Command(bin, "--listen", addr, "--database-url", dbURL, "--log-level", "warn")
+	cmd := exec.Command(bin, "--listen", addr, "--database-url", dbURL, "--log-level", "warn", "--metrics-listen", "")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -5,11 +5,17 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/orbweaver/orbweaver/agent"
+	"github.com/orbweaver/orbweaver/controller"
+	"github.com/orbweaver/orbweaver/internal/auth"
 	"github.com/orbweaver/orbweaver/internal/pgtest"
 )
 
@@ -25,27 +31,40 @@ func TestREADMEGrpcurlExamples(t *testing.T) {
 		}
 		t.Skipf("grpcurl not installed in .bin/ (run make setup): %v", err)
 	}
-	e := startController(t, pgtest.URL(t), "")
-	r := startAgent(t, agent.Config{Controller: e.addr, Name: "demo-agent", File: repoFile(t, "testdata/pcaps/http_keepalive.pcap")})
-	rc, _, err := newReflectClient(context.Background(), controlConn(t, e.addr))
+	dir := t.TempDir()
+	tokens, _, err := auth.EnsureTokens(filepath.Join(dir, "tokens.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, _ := tokens.OperatorToken("admin")
+	e := startController(t, pgtest.URL(t), "", func(c *controller.Config) { c.Tokens = tokens })
+	r := startAgent(t, agent.Config{Controller: e.addr, Name: "demo-agent", File: repoFile(t, "testdata/pcaps/http_keepalive.pcap"),
+		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(auth.BearerToken(tokens.EnrollmentToken(), false))}})
+	rc, _, err := newReflectClient(context.Background(), controlConn(t, e.addr, grpc.WithPerRPCCredentials(auth.BearerToken(admin, false))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "agent registered", func() bool { return agentState(t, rc, r.a.ID()) != "" })
 
 	cmds := readmeGrpcurlCommands(t)
-	if len(cmds) < 7 {
-		t.Fatalf("found %d grpcurl examples in the README, want at least 7", len(cmds))
+	if len(cmds) < 10 {
+		t.Fatalf("found %d grpcurl examples in the README, want at least 10", len(cmds))
+	}
+	// Auth is on: without the token the same call is refused.
+	noToken := exec.Command(repoFile(t, ".bin/grpcurl"), "-plaintext", e.addr, "orbweaver.v1.ControlService/ListAgents")
+	if out, err := noToken.CombinedOutput(); err == nil || !strings.Contains(string(out), "Unauthenticated") || !strings.Contains(string(out), "missing bearer token") {
+		t.Errorf("ListAgents without a token: err %v, output:\n%s", err, out)
 	}
 	for _, c := range cmds {
 		cmd := exec.Command("bash", "-c", c)
-		cmd.Env = append(os.Environ(), "C="+e.addr, "PATH="+repoFile(t, ".bin")+":"+os.Getenv("PATH"))
+		cmd.Env = append(os.Environ(), "C="+e.addr, "TOKEN="+admin, "PATH="+repoFile(t, ".bin")+":"+os.Getenv("PATH"))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Errorf("README example failed: %s\n%v\n%s", c, err, out)
 			continue
 		}
-		if strings.Contains(c, "UpdateConfig") && !strings.Contains(string(out), `"bpfFilter": "tcp port 18080"`) {
+		if strings.Contains(c, "UpdateConfig") && strings.Contains(c, "update_mask") && !strings.Contains(string(out), `"bpfFilter": "tcp port 18080"`) {
 			t.Errorf("UpdateConfig example did not set the filter:\n%s", out)
 		}
 	}

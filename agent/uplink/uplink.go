@@ -53,9 +53,17 @@ type Limits struct {
 	BatchMaxDelay time.Duration
 	// QueueMaxCalls bounds the calls waiting to be put in a batch.
 	QueueMaxCalls int
+	// QueueMaxBytes bounds the encoded size of those calls.
+	QueueMaxBytes int64
 	// MaxInFlight bounds the batches sent and not yet acknowledged.
 	MaxInFlight int
 }
+
+// Drop reasons, as reported in Stats.QueueDropsByReason.
+const (
+	DropQueueFullCalls = "queue_full_calls"
+	DropQueueFullBytes = "queue_full_bytes"
+)
 
 func (l Limits) withDefaults() Limits {
 	if l.BatchMaxCalls <= 0 {
@@ -70,24 +78,29 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxInFlight <= 0 {
 		l.MaxInFlight = 8
 	}
+	if l.QueueMaxBytes <= 0 {
+		l.QueueMaxBytes = 64 << 20
+	}
 	return l
 }
 
 // Stats are cumulative counters and current gauges.
 type Stats struct {
-	QueueDepth      int
-	InFlight        int
-	QueueDrops      uint64
-	CallsSent       uint64 // calls in batches the controller acknowledged
-	BatchesAcked    uint64
-	BatchesResent   uint64
-	Duplicates      uint64 // batches the controller had already stored
-	LastAckRTT      time.Duration
-	Connected       bool
-	Reconnects      uint64
-	UnackedCalls    int // calls queued or in flight (lost if the process dies now)
-	BytesUploaded   uint64
-	ConnectAttempts uint64
+	QueueDepth         int
+	InFlight           int
+	QueueDrops         uint64 // sum of QueueDropsByReason
+	QueueDropsByReason map[string]uint64
+	QueueBytes         int64
+	CallsSent          uint64 // calls in batches the controller acknowledged
+	BatchesAcked       uint64
+	BatchesResent      uint64
+	Duplicates         uint64 // batches the controller had already stored
+	LastAckRTT         time.Duration
+	Connected          bool
+	Reconnects         uint64
+	UnackedCalls       int // calls queued or in flight (lost if the process dies now)
+	BytesUploaded      uint64
+	ConnectAttempts    uint64
 }
 
 type batch struct {
@@ -108,8 +121,10 @@ type Uplink struct {
 	mu          sync.Mutex
 	limits      Limits
 	queue       []*orbweaverv1.HttpCall
+	queueBytes  int64
 	queueSince  time.Time // enqueue time of queue[0]
-	unacked     []*batch  // ordered by seq
+	drops       map[string]uint64
+	unacked     []*batch // ordered by seq
 	nextSeq     uint64
 	heartbeat   *orbweaverv1.Heartbeat
 	flushNow    bool
@@ -118,7 +133,6 @@ type Uplink struct {
 
 	wake chan struct{} // cap 1: new work for the send loop
 
-	queueDrops    atomic.Uint64
 	callsSent     atomic.Uint64
 	batchesAcked  atomic.Uint64
 	batchesResent atomic.Uint64
@@ -168,24 +182,41 @@ func (u *Uplink) poke() {
 // Enqueue adds a call without blocking. When the queue is full the call is
 // dropped, counted in Stats().QueueDrops, and Enqueue returns false.
 func (u *Uplink) Enqueue(c *orbweaverv1.HttpCall) bool {
+	size := int64(proto.Size(c))
 	u.mu.Lock()
-	if len(u.queue) >= u.limits.QueueMaxCalls {
-		u.mu.Unlock()
-		u.queueDrops.Add(1)
+	defer u.mu.Unlock()
+	if reason := u.full(size); reason != "" {
+		if u.drops == nil {
+			u.drops = make(map[string]uint64)
+		}
+		u.drops[reason]++
 		return false
 	}
-	u.push(c)
-	u.mu.Unlock()
+	u.push(c, size)
 	return true
+}
+
+// full says why a call of size bytes does not fit (under u.mu), or "".
+// A call alone larger than the byte bound is still taken into an empty
+// queue, so that it is not dropped forever.
+func (u *Uplink) full(size int64) string {
+	switch {
+	case len(u.queue) >= u.limits.QueueMaxCalls:
+		return DropQueueFullCalls
+	case len(u.queue) > 0 && u.queueBytes+size > u.limits.QueueMaxBytes:
+		return DropQueueFullBytes
+	}
+	return ""
 }
 
 // EnqueueWait adds a call, waiting for room when the queue is full (used
 // when reading files, where waiting loses nothing).
 func (u *Uplink) EnqueueWait(ctx context.Context, c *orbweaverv1.HttpCall) error {
+	size := int64(proto.Size(c))
 	for {
 		u.mu.Lock()
-		if len(u.queue) < u.limits.QueueMaxCalls {
-			u.push(c)
+		if u.full(size) == "" {
+			u.push(c, size)
 			u.mu.Unlock()
 			return nil
 		}
@@ -203,11 +234,12 @@ func (u *Uplink) EnqueueWait(ctx context.Context, c *orbweaverv1.HttpCall) error
 }
 
 // push appends under u.mu.
-func (u *Uplink) push(c *orbweaverv1.HttpCall) {
+func (u *Uplink) push(c *orbweaverv1.HttpCall, size int64) {
 	if len(u.queue) == 0 {
 		u.queueSince = time.Now()
 	}
 	u.queue = append(u.queue, c)
+	u.queueBytes += size
 	if len(u.queue) == u.limits.BatchMaxCalls || len(u.queue) == 1 {
 		u.poke()
 	}
@@ -249,7 +281,13 @@ func (u *Uplink) Drain(ctx context.Context) error {
 // Stats returns a snapshot.
 func (u *Uplink) Stats() Stats {
 	u.mu.Lock()
-	depth, inflight := len(u.queue), 0
+	depth, inflight, qbytes := len(u.queue), 0, u.queueBytes
+	var drops uint64
+	byReason := make(map[string]uint64, len(u.drops))
+	for k, v := range u.drops {
+		byReason[k] = v
+		drops += v
+	}
 	unackedCalls := depth
 	for _, b := range u.unacked {
 		if b.sent {
@@ -259,19 +297,21 @@ func (u *Uplink) Stats() Stats {
 	}
 	u.mu.Unlock()
 	return Stats{
-		QueueDepth:      depth,
-		InFlight:        inflight,
-		QueueDrops:      u.queueDrops.Load(),
-		CallsSent:       u.callsSent.Load(),
-		BatchesAcked:    u.batchesAcked.Load(),
-		BatchesResent:   u.batchesResent.Load(),
-		Duplicates:      u.duplicates.Load(),
-		LastAckRTT:      time.Duration(u.lastRTT.Load()),
-		Connected:       u.connected.Load(),
-		Reconnects:      u.reconnects.Load(),
-		UnackedCalls:    unackedCalls,
-		BytesUploaded:   u.bytesUploaded.Load(),
-		ConnectAttempts: u.attempts.Load(),
+		QueueDepth:         depth,
+		InFlight:           inflight,
+		QueueDrops:         drops,
+		QueueDropsByReason: byReason,
+		QueueBytes:         qbytes,
+		CallsSent:          u.callsSent.Load(),
+		BatchesAcked:       u.batchesAcked.Load(),
+		BatchesResent:      u.batchesResent.Load(),
+		Duplicates:         u.duplicates.Load(),
+		LastAckRTT:         time.Duration(u.lastRTT.Load()),
+		Connected:          u.connected.Load(),
+		Reconnects:         u.reconnects.Load(),
+		UnackedCalls:       unackedCalls,
+		BytesUploaded:      u.bytesUploaded.Load(),
+		ConnectAttempts:    u.attempts.Load(),
 	}
 }
 
@@ -454,10 +494,14 @@ func (u *Uplink) cut() *batch {
 	n := min(len(u.queue), u.limits.BatchMaxCalls)
 	calls := make([]*orbweaverv1.HttpCall, n)
 	copy(calls, u.queue[:n])
+	for _, c := range calls {
+		u.queueBytes -= int64(proto.Size(c))
+	}
 	clear(u.queue[:n])
 	u.queue = u.queue[n:]
 	if len(u.queue) == 0 {
 		u.queue = nil
+		u.queueBytes = 0
 		u.flushNow = false
 	} else {
 		u.queueSince = time.Now()

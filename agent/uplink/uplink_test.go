@@ -240,12 +240,39 @@ func TestQueueOverflowIsCounted(t *testing.T) {
 		}
 	}
 	st := u.Stats()
-	if accepted != 5 || st.QueueDrops != 3 || st.QueueDepth != 5 || st.UnackedCalls != 5 {
-		t.Fatalf("accepted %d, stats %+v; want 5 accepted, 3 drops, depth 5", accepted, st)
+	if accepted != 5 || st.QueueDrops != 3 || st.QueueDepth != 5 || st.UnackedCalls != 5 || st.QueueDropsByReason[DropQueueFullCalls] != 3 {
+		t.Fatalf("accepted %d, stats %+v; want 5 accepted, 3 drops (queue_full_calls), depth 5", accepted, st)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if err := u.EnqueueWait(ctx, calls(1)[0]); err != context.DeadlineExceeded {
 		t.Fatalf("EnqueueWait on a full queue = %v, want deadline exceeded", err)
+	}
+}
+
+func TestQueueByteBoundIsCounted(t *testing.T) {
+	conn, err := grpc.NewClient("127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	big := &orbweaverv1.HttpCall{Path: string(make([]byte, 1000))} // 1003 bytes encoded
+	u := New(Config{Conn: conn, Hello: func() *orbweaverv1.Hello { return &orbweaverv1.Hello{} }, Handler: nopHandler{},
+		Limits: Limits{QueueMaxCalls: 100, QueueMaxBytes: 2500}})
+	accepted := 0
+	for range 5 {
+		if u.Enqueue(big) {
+			accepted++
+		}
+	}
+	st := u.Stats()
+	if accepted != 2 || st.QueueBytes != 2006 || st.QueueDropsByReason[DropQueueFullBytes] != 3 || st.QueueDrops != 3 {
+		t.Fatalf("accepted %d, stats %+v; want 2 accepted (2006 bytes), 3 drops for queue_full_bytes", accepted, st)
+	}
+	// A call larger than the whole bound still goes into an empty queue.
+	u2 := New(Config{Conn: conn, Hello: func() *orbweaverv1.Hello { return &orbweaverv1.Hello{} }, Handler: nopHandler{},
+		Limits: Limits{QueueMaxBytes: 10}})
+	if !u2.Enqueue(big) {
+		t.Fatal("an oversized call was refused by an empty queue")
 	}
 }

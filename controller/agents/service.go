@@ -14,6 +14,7 @@ import (
 
 	"github.com/orbweaver/orbweaver/controller/store"
 	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
+	"github.com/orbweaver/orbweaver/internal/auth"
 )
 
 // Store is what the stream handler needs from storage.
@@ -30,6 +31,10 @@ type Store interface {
 type Observer interface {
 	BatchStored(calls int, duplicate bool, took time.Duration)
 	BatchFailed(err error)
+	// IngestQueueInc and IngestQueueDec track batches received and not
+	// yet stored.
+	IngestQueueInc()
+	IngestQueueDec()
 }
 
 // Service implements orbweaverv1.AgentServiceServer.
@@ -68,6 +73,9 @@ func (s *Service) Connect(stream orbweaverv1.AgentService_ConnectServer) error {
 	}
 	if _, err := uuid.Parse(hello.GetBootId()); err != nil {
 		return status.Errorf(codes.InvalidArgument, "hello.boot_id %q is not a UUID", hello.GetBootId())
+	}
+	if err := auth.CheckAgentID(ctx, hello.GetAgentId()); err != nil {
+		return err
 	}
 	id := hello.GetAgentId()
 	log := s.log.With("agent_id", id, "agent", hello.GetName())
@@ -191,9 +199,15 @@ func (s *Service) receive(ctx context.Context, stream orbweaverv1.AgentService_C
 				log.Warn("store config ack", "err", err)
 			}
 		case *orbweaverv1.AgentMessage_CallBatch:
+			if s.observer != nil {
+				s.observer.IngestQueueInc()
+			}
 			select {
 			case batches <- msg.CallBatch:
 			case <-ctx.Done():
+				if s.observer != nil {
+					s.observer.IngestQueueDec()
+				}
 				return ctx.Err()
 			}
 		case *orbweaverv1.AgentMessage_Hello:
@@ -205,6 +219,9 @@ func (s *Service) receive(ctx context.Context, stream orbweaverv1.AgentService_C
 // ingest stores batches and acknowledges each after its commit.
 func (s *Service) ingest(ctx context.Context, sess *session, batches <-chan *orbweaverv1.CallBatch, log *slog.Logger) {
 	for b := range batches {
+		if s.observer != nil {
+			s.observer.IngestQueueDec()
+		}
 		ack := &orbweaverv1.BatchAck{BootId: b.GetBootId(), Sequence: b.GetSequence()}
 		if b.GetAgentId() != sess.agentID {
 			ack.Error = fmt.Sprintf("batch agent_id %q does not match the stream's agent %q", b.GetAgentId(), sess.agentID)

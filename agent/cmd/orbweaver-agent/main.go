@@ -13,9 +13,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/orbweaver/orbweaver/agent"
+	"github.com/orbweaver/orbweaver/internal/auth"
 	"github.com/orbweaver/orbweaver/internal/version"
 )
 
@@ -27,15 +32,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("orbweaver-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		controller   = fs.String("controller", "127.0.0.1:7700", "controller gRPC address")
-		name         = fs.String("name", "", "agent name shown by the controller (default: hostname)")
-		iface        = fs.String("interface", "", "network interface to capture on (interface mode)")
-		file         = fs.String("file", "", "pcap or pcapng file to read (file mode)")
-		filter       = fs.String("filter", "", "BPF filter (until the controller sets one)")
-		stateDir     = fs.String("state-dir", defaultStateDir(), "directory keeping the agent's identity")
-		exitWhenDone = fs.Bool("exit-when-done", false, "file mode: exit once every call of the file is acknowledged")
-		output       = fs.String("output", "", "offline: write calls as JSON Lines to this file ('-' for stdout) instead of contacting a controller (needs --file)")
-		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
+		controller    = fs.String("controller", "127.0.0.1:7700", "controller gRPC address")
+		name          = fs.String("name", "", "agent name shown by the controller (default: hostname)")
+		iface         = fs.String("interface", "", "network interface to capture on (interface mode)")
+		file          = fs.String("file", "", "pcap or pcapng file to read (file mode)")
+		filter        = fs.String("filter", "", "BPF filter (until the controller sets one)")
+		stateDir      = fs.String("state-dir", defaultStateDir(), "directory keeping the agent's identity")
+		exitWhenDone  = fs.Bool("exit-when-done", false, "file mode: exit once every call of the file is acknowledged")
+		output        = fs.String("output", "", "offline: write calls as JSON Lines to this file ('-' for stdout) instead of contacting a controller (needs --file)")
+		metricsListen = fs.String("metrics-listen", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:7702; empty: off)")
+		token         = fs.String("token", os.Getenv("ORBWEAVER_AGENT_TOKEN"), "agent token (enrollment or per-agent; env ORBWEAVER_AGENT_TOKEN)")
+		tokenFile     = fs.String("token-file", "", "file holding the agent token")
+		tlsCA         = fs.String("tls-ca", "", "CA (PEM) to verify the controller; enables TLS")
+		tlsCert       = fs.String("tls-cert", "", "client certificate (PEM) for mTLS")
+		tlsKey        = fs.String("tls-key", "", "client private key (PEM) for mTLS")
+		tlsServerName = fs.String("tls-server-name", "", "expected controller name in its certificate (default: from --controller)")
+		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 	)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -64,16 +76,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "give --interface IFACE (live capture) or --file PATH (read a capture)")
 		return 2
 	}
+	dial, err := dialOptions(*token, *tokenFile, *tlsCA, *tlsCert, *tlsKey, *tlsServerName)
+	if err != nil {
+		fmt.Fprintf(stderr, "orbweaver-agent: %v\n", err)
+		return 2
+	}
 	a, err := agent.New(agent.Config{
-		Controller:   *controller,
-		Name:         *name,
-		Interface:    *iface,
-		File:         *file,
-		Filter:       *filter,
-		StateDir:     *stateDir,
-		ExitWhenDone: *exitWhenDone,
-		Version:      version.Version,
-		Logger:       log,
+		DialOptions:   dial,
+		Controller:    *controller,
+		Name:          *name,
+		Interface:     *iface,
+		File:          *file,
+		Filter:        *filter,
+		StateDir:      *stateDir,
+		ExitWhenDone:  *exitWhenDone,
+		Version:       version.Version,
+		Logger:        log,
+		MetricsListen: *metricsListen,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "orbweaver-agent: %v\n", err)
@@ -104,6 +123,33 @@ func offline(ctx context.Context, file, filter, output string, stdout, stderr io
 		return 1
 	}
 	return 0
+}
+
+// dialOptions builds the controller connection's credentials: TLS when a
+// CA is given (plaintext otherwise), and the bearer token when given.
+func dialOptions(token, tokenFile, ca, cert, key, serverName string) ([]grpc.DialOption, error) {
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	tls := ca != "" || cert != ""
+	var opts []grpc.DialOption
+	if tls {
+		creds, err := auth.ClientTLS(ca, cert, key, serverName)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		opts = append(opts, grpc.WithTransportCredentials(creds))
+	} else {
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(auth.BearerToken(token, tls)))
+	}
+	return opts, nil
 }
 
 func defaultStateDir() string {
