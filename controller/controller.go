@@ -28,6 +28,7 @@ import (
 	"github.com/orbweaver/orbweaver/controller/control"
 	"github.com/orbweaver/orbweaver/controller/metrics"
 	"github.com/orbweaver/orbweaver/controller/store"
+	"github.com/orbweaver/orbweaver/controller/upload"
 	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
 	"github.com/orbweaver/orbweaver/internal/auth"
 	"github.com/orbweaver/orbweaver/internal/metricsserver"
@@ -158,7 +159,8 @@ func newGRPCServer(st *store.Store, reg *agents.Registry, met *metrics.Metrics, 
 		grpc.MaxRecvMsgSize(64<<20),
 	)...)
 	orbweaverv1.RegisterAgentServiceServer(srv, agents.NewService(st, reg, log, met))
-	orbweaverv1.RegisterControlServiceServer(srv, control.NewService(st, reg, compileFilter, log))
+	uploads := upload.New(st, upload.Config{Logger: log.With("component", "upload")})
+	orbweaverv1.RegisterControlServiceServer(srv, control.NewService(st, reg, compileFilter, uploads, log))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)

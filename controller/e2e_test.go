@@ -29,6 +29,7 @@ import (
 
 	"github.com/orbweaver/orbweaver/agent"
 	"github.com/orbweaver/orbweaver/controller"
+	"github.com/orbweaver/orbweaver/internal/auth"
 	"github.com/orbweaver/orbweaver/internal/pcapgen"
 	"github.com/orbweaver/orbweaver/internal/pgtest"
 )
@@ -569,9 +570,16 @@ func TestControllerCrashResend(t *testing.T) {
 	bin := buildController(t)
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	proc := startControllerProcess(t, bin, addr, dbURL)
+	tokensFile := filepath.Join(dir, "tokens.json")
+	tokens, _, err := auth.EnsureTokens(tokensFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc := startControllerProcess(t, bin, addr, dbURL, tokensFile)
 
-	r := startAgent(t, agent.Config{Controller: addr, Name: "resend", File: pcap, ExitWhenDone: true})
+	r := startAgent(t, agent.Config{Controller: addr, Name: "resend", File: pcap, ExitWhenDone: true,
+		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(auth.BearerToken(tokens.EnrollmentToken(), false))}})
 	db, err := pgxpool.New(context.Background(), dbURL)
 	if err != nil {
 		t.Fatal(err)
@@ -593,7 +601,7 @@ func TestControllerCrashResend(t *testing.T) {
 	mid := count()
 	t.Logf("controller killed with %d of %d calls stored", mid, sum.Exchanges)
 	time.Sleep(500 * time.Millisecond)
-	startControllerProcess(t, bin, addr, dbURL)
+	startControllerProcess(t, bin, addr, dbURL, tokensFile)
 
 	select {
 	case err := <-r.done:

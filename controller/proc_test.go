@@ -32,10 +32,10 @@ func freePort(t *testing.T) int {
 
 // startControllerProcess runs the controller binary and waits until its
 // port accepts connections. The process is killed at cleanup.
-func startControllerProcess(t *testing.T, bin, addr, dbURL string) *exec.Cmd {
+func startControllerProcess(t *testing.T, bin, addr, dbURL, tokensFile string) *exec.Cmd {
 	t.Helper()
 	var logs bytes.Buffer
-	cmd := exec.Command(bin, "--listen", addr, "--database-url", dbURL, "--log-level", "warn", "--metrics-listen", "")
+	cmd := exec.Command(bin, "--listen", addr, "--database-url", dbURL, "--log-level", "warn", "--metrics-listen", "", "--tokens-file", tokensFile)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -31,6 +31,12 @@ type Store interface {
 	UpdateAgentOverrides(ctx context.Context, id string, fn func(defaults, overrides agentconfig.Layer) (agentconfig.Layer, error)) (store.ConfigChange, error)
 }
 
+// Uploader serves pcap uploads (controller/upload).
+type Uploader interface {
+	UploadPcap(stream orbweaverv1.ControlService_UploadPcapServer) error
+	ListUploads(ctx context.Context, req *orbweaverv1.ListUploadsRequest) (*orbweaverv1.ListUploadsResponse, error)
+}
+
 // FilterCompiler checks a BPF expression (capture.ValidateFilter).
 type FilterCompiler func(expr string, snaplen int) error
 
@@ -41,12 +47,23 @@ type Service struct {
 	store    Store
 	registry *agents.Registry
 	compile  FilterCompiler
+	uploads  Uploader
 	log      *slog.Logger
 }
 
 // NewService returns the control API.
-func NewService(st Store, reg *agents.Registry, compile FilterCompiler, log *slog.Logger) *Service {
-	return &Service{store: st, registry: reg, compile: compile, log: log}
+func NewService(st Store, reg *agents.Registry, compile FilterCompiler, uploads Uploader, log *slog.Logger) *Service {
+	return &Service{store: st, registry: reg, compile: compile, uploads: uploads, log: log}
+}
+
+// UploadPcap decodes a streamed capture into calls (see controller/upload).
+func (s *Service) UploadPcap(stream orbweaverv1.ControlService_UploadPcapServer) error {
+	return s.uploads.UploadPcap(stream)
+}
+
+// ListUploads lists running and recent uploads with their progress.
+func (s *Service) ListUploads(ctx context.Context, req *orbweaverv1.ListUploadsRequest) (*orbweaverv1.ListUploadsResponse, error) {
+	return s.uploads.ListUploads(ctx, req)
 }
 
 // ListAgents lists every agent the controller has ever seen, with its state.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -36,6 +38,15 @@ var httpCallColumns = []string{
 	"request_content_type", "response_content_type", "user_agent",
 	"x_forwarded_for", "x_request_id", "traceparent",
 	"parse_status",
+	// 0007_http_call_fields
+	"identification", "origin", "template",
+	"jwt_iss", "jwt_sub", "jwt_aud", "jwt_iat", "jwt_nbf", "jwt_exp",
+	"token_not_yet_valid", "token_expired", "credentials_count", "multiple_credentials",
+	"request_headers", "response_headers",
+	"request_content_encoding", "response_content_encoding",
+	"request_body", "response_body", "request_body_decoded_size", "response_body_decoded_size",
+	"request_body_truncated", "response_body_truncated",
+	"request_retransmissions", "response_retransmissions",
 }
 
 // InsertCallBatch stores a batch exactly once. In one transaction it
@@ -51,6 +62,15 @@ var httpCallColumns = []string{
 // status is NULL when 0; duration_us is response_end − request_start,
 // NULL unless both were seen. Strings are stored as given (empty stays empty, not NULL),
 // NUL bytes and invalid UTF-8 replaced by U+FFFD.
+//
+// Derived fields (migration 0007): origin is inet, NULL when empty;
+// jwt_* times NULL when 0; the request-side fields (identification,
+// template, JWT claims and flags, credentials) are NULL when the call has
+// no request (no method), as they were not derived; header sets are jsonb,
+// NULL when empty or not a valid JSON object; bodies and their decoded
+// sizes are NULL unless the body was captured (request_body /
+// response_body present), and so is *_body_truncated; counts are clamped
+// to their column types.
 func (s *Store) InsertCallBatch(ctx context.Context, b *orbweaverv1.CallBatch) (BatchResult, error) {
 	agentID, err := uuid.Parse(b.GetAgentId())
 	if err != nil {
@@ -186,6 +206,49 @@ func (c *callSource) Values() ([]any, error) {
 	r[25] = text(h.GetXRequestId())
 	r[26] = text(h.GetTraceparent())
 	r[27] = text(h.GetParseStatus())
+
+	origin, err := ipValue(h.GetOriginIp())
+	if err != nil {
+		c.err = fmt.Errorf("call %d: origin ip: %w", c.i, err)
+		return nil, c.err
+	}
+	r[28] = nullText(h.GetIdentification())
+	r[29] = origin
+	if h.GetMethod() != "" {
+		r[30] = text(h.GetTemplate())
+		r[37] = h.GetTokenNotYetValid()
+		r[38] = h.GetTokenExpired()
+		r[39] = int16(min(h.GetCredentialsCount(), math.MaxInt16))
+		r[40] = h.GetMultipleCredentials()
+	} else {
+		r[30], r[37], r[38], r[39], r[40] = nil, nil, nil, nil, nil
+	}
+	r[31] = nullText(h.GetJwtIss())
+	r[32] = nullText(h.GetJwtSub())
+	r[33] = nullText(h.GetJwtAud())
+	r[34] = timeValue(h.GetJwtIatNs())
+	r[35] = timeValue(h.GetJwtNbfNs())
+	r[36] = timeValue(h.GetJwtExpNs())
+	r[41] = jsonValue(h.GetRequestHeaders())
+	r[42] = jsonValue(h.GetResponseHeaders())
+	r[43] = text(h.GetRequestContentEncoding())
+	r[44] = text(h.GetResponseContentEncoding())
+	if h.RequestBody != nil {
+		r[45] = text(*h.RequestBody)
+		r[47] = int32(max(min(h.GetRequestBodyDecodedSize(), math.MaxInt32), 0))
+		r[49] = h.GetRequestBodyTruncated()
+	} else {
+		r[45], r[47], r[49] = nil, nil, nil
+	}
+	if h.ResponseBody != nil {
+		r[46] = text(*h.ResponseBody)
+		r[48] = int32(max(min(h.GetResponseBodyDecodedSize(), math.MaxInt32), 0))
+		r[50] = h.GetResponseBodyTruncated()
+	} else {
+		r[46], r[48], r[50] = nil, nil, nil
+	}
+	r[51] = int32(min(h.GetRequestRetransmissions(), math.MaxInt32))
+	r[52] = int32(min(h.GetResponseRetransmissions(), math.MaxInt32))
 	return r, nil
 }
 
@@ -241,6 +304,27 @@ func text(s string) string {
 		return s
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// nullText is text(s), or nil (NULL) for "".
+func nullText(s string) any {
+	if s == "" {
+		return nil
+	}
+	return text(s)
+}
+
+// jsonValue is s as jsonb text, or nil (NULL) when s is empty or not a JSON
+// object: one bad value from an agent must not fail its batch. jsonb
+// rejects \u0000, which becomes U+FFFD.
+func jsonValue(s string) any {
+	if len(s) < 2 || s[0] != '{' || !json.Valid(unsafe.Slice(unsafe.StringData(s), len(s))) {
+		return nil
+	}
+	if strings.Contains(s, `\u0000`) {
+		s = strings.ReplaceAll(s, `\u0000`, `\ufffd`)
+	}
+	return s
 }
 
 // CountCalls returns the number of calls stored for agentID, or for all

@@ -3,9 +3,11 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net/netip"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -339,4 +341,110 @@ func TestCountCallsBadID(t *testing.T) {
 	if err == nil || errors.Is(err, store.ErrNotFound) {
 		t.Errorf("err = %v", err)
 	}
+}
+
+// derivedRow holds the columns of migration 0007 as read back (text forms;
+// nil is NULL).
+type derivedRow struct {
+	Identification, Origin, Template, JWTIss, JWTSub, JWTAud *string
+	JWTIat, JWTNbf, JWTExp                                   *time.Time
+	NotYetValid, Expired                                     *bool
+	Credentials                                              *int16
+	Multiple                                                 *bool
+	ReqHeaders, RespHeaders                                  *string
+	ReqEncoding, RespEncoding, ReqBody, RespBody             *string
+	ReqDecoded, RespDecoded                                  *int32
+	ReqTruncated, RespTruncated                              *bool
+	ReqRetrans, RespRetrans                                  *int32
+}
+
+func readDerived(t *testing.T, s *store.Store) []derivedRow {
+	t.Helper()
+	rows, err := s.Pool().Query(context.Background(), `SELECT identification, host(origin), template,
+		jwt_iss, jwt_sub, jwt_aud, jwt_iat, jwt_nbf, jwt_exp, token_not_yet_valid, token_expired,
+		credentials_count, multiple_credentials, request_headers::text, response_headers::text,
+		request_content_encoding, response_content_encoding, request_body, response_body,
+		request_body_decoded_size, response_body_decoded_size, request_body_truncated, response_body_truncated,
+		request_retransmissions, response_retransmissions FROM http_calls ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (derivedRow, error) {
+		var d derivedRow
+		err := r.Scan(&d.Identification, &d.Origin, &d.Template, &d.JWTIss, &d.JWTSub, &d.JWTAud,
+			&d.JWTIat, &d.JWTNbf, &d.JWTExp, &d.NotYetValid, &d.Expired, &d.Credentials, &d.Multiple,
+			&d.ReqHeaders, &d.RespHeaders, &d.ReqEncoding, &d.RespEncoding, &d.ReqBody, &d.RespBody,
+			&d.ReqDecoded, &d.RespDecoded, &d.ReqTruncated, &d.RespTruncated, &d.ReqRetrans, &d.RespRetrans)
+		for _, p := range []*time.Time{d.JWTIat, d.JWTNbf, d.JWTExp} {
+			if p != nil {
+				*p = p.UTC()
+			}
+		}
+		return d, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestInsertCallBatchDerivedFields checks the columns of migration 0007.
+func TestInsertCallBatchDerivedFields(t *testing.T) {
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	withFields := call(base)
+	withFields.Identification = "alice"
+	withFields.OriginIp = []byte{203, 0, 113, 7}
+	withFields.Template = "/users/{id}"
+	withFields.JwtIss, withFields.JwtSub, withFields.JwtAud = "iam", "alice", "api,admin"
+	withFields.JwtIatNs, withFields.JwtNbfNs, withFields.JwtExpNs = base.Add(-time.Minute).UnixNano(), base.Add(time.Millisecond).UnixNano(), base.Add(time.Hour).UnixNano()
+	withFields.TokenNotYetValid = true
+	withFields.CredentialsCount, withFields.MultipleCredentials = 2, true
+	withFields.RequestHeaders = `{"authorization":"Bearer hmac:0123456789abcdef","x":"a\u0000b"}`
+	withFields.ResponseHeaders = `{"set-cookie":"sid=hmac:00"` // not valid JSON: NULL
+	withFields.ResponseContentEncoding = "gzip"
+	withFields.RequestBody, withFields.ResponseBody = ptr(""), ptr("hello\x00\xff")
+	withFields.ResponseBodyDecodedSize, withFields.ResponseBodyTruncated = 7, true
+	withFields.RequestRetransmissions, withFields.ResponseRetransmissions = 1, 3
+	noRequest := call(base.Add(time.Second))
+	noRequest.Method, noRequest.RequestStartNs, noRequest.RequestEndNs, noRequest.ParseStatus = "", 0, 0, "no_request"
+
+	want := []derivedRow{
+		{
+			Identification: ptr("alice"), Origin: ptr("203.0.113.7"), Template: ptr("/users/{id}"),
+			JWTIss: ptr("iam"), JWTSub: ptr("alice"), JWTAud: ptr("api,admin"),
+			JWTIat: ptr(base.Add(-time.Minute)), JWTNbf: ptr(base.Add(time.Millisecond)), JWTExp: ptr(base.Add(time.Hour)),
+			NotYetValid: ptr(true), Expired: ptr(false), Credentials: ptr[int16](2), Multiple: ptr(true),
+			ReqHeaders:  ptr(`{"x": "a�b", "authorization": "Bearer hmac:0123456789abcdef"}`),
+			ReqEncoding: ptr(""), RespEncoding: ptr("gzip"), ReqBody: ptr(""), RespBody: ptr("hello\uFFFD\uFFFD"),
+			ReqDecoded: ptr[int32](0), RespDecoded: ptr[int32](7), ReqTruncated: ptr(false), RespTruncated: ptr(true),
+			ReqRetrans: ptr[int32](1), RespRetrans: ptr[int32](3),
+		},
+		{
+			// No request: request-side fields NULL; no body captured.
+			Template: nil, ReqEncoding: ptr(""), RespEncoding: ptr(""), ReqRetrans: ptr[int32](0), RespRetrans: ptr[int32](0),
+		},
+	}
+	s := open(t)
+	if _, err := s.InsertCallBatch(context.Background(), batch(1, withFields, noRequest)); err != nil {
+		t.Fatal(err)
+	}
+	got := readDerived(t, s)
+	if len(got) != len(want) {
+		t.Fatalf("%d rows, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !reflect.DeepEqual(got[i], want[i]) {
+			t.Errorf("row %d:\n got %s\nwant %s", i, fmtRow(got[i]), fmtRow(want[i]))
+		}
+	}
+}
+
+// fmtRow shows every field of d, NULL for nil.
+func fmtRow(d derivedRow) string {
+	v := reflect.ValueOf(d)
+	var b strings.Builder
+	for i := 0; i < v.NumField(); i++ {
+		fmt.Fprintf(&b, "%s=%v ", v.Type().Field(i).Name, show(v.Field(i)))
+	}
+	return b.String()
 }

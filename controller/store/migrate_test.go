@@ -20,7 +20,7 @@ func TestMigrateIdempotent(t *testing.T) {
 	}
 	equalStrings(t, "schema_migrations",
 		queryStrings(t, s, "SELECT version || ' ' || name || ' ' || (applied_at IS NOT NULL) FROM schema_migrations ORDER BY version"),
-		[]string{"1 timescaledb true", "2 agents true", "3 agent_heartbeats true", "4 http_calls true", "5 ingested_batches true", "6 config_layers true"})
+		[]string{"1 timescaledb true", "2 agents true", "3 agent_heartbeats true", "4 http_calls true", "5 ingested_batches true", "6 config_layers true", "7 http_call_fields true"})
 	equalStrings(t, "tables",
 		queryStrings(t, s, `SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
 			AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1`),
@@ -39,11 +39,25 @@ func TestMigrateIdempotent(t *testing.T) {
 			"response_header_size integer YES", "response_body_size bigint YES",
 			"request_content_type text YES", "response_content_type text YES", "user_agent text YES",
 			"x_forwarded_for text YES", "x_request_id text YES", "traceparent text YES", "parse_status text NO",
+			// 0007_http_call_fields
+			"identification text YES", "origin inet YES", "template text YES",
+			"jwt_iss text YES", "jwt_sub text YES", "jwt_aud text YES",
+			"jwt_iat timestamp with time zone YES", "jwt_nbf timestamp with time zone YES", "jwt_exp timestamp with time zone YES",
+			"token_not_yet_valid boolean YES", "token_expired boolean YES",
+			"credentials_count smallint YES", "multiple_credentials boolean YES",
+			"request_headers jsonb YES", "response_headers jsonb YES",
+			"request_content_encoding text YES", "response_content_encoding text YES",
+			"request_body text YES", "response_body text YES",
+			"request_body_decoded_size integer YES", "response_body_decoded_size integer YES",
+			"request_body_truncated boolean YES", "response_body_truncated boolean YES",
+			"request_retransmissions integer YES", "response_retransmissions integer YES",
 		})
 	equalStrings(t, "http_calls indexes",
 		queryStrings(t, s, `SELECT indexdef FROM pg_indexes WHERE tablename = 'http_calls' ORDER BY indexname`),
 		[]string{
 			"CREATE INDEX http_calls_agent_id_time_idx ON ONLY public.http_calls USING btree (agent_id, \"time\" DESC)",
+			"CREATE INDEX http_calls_identification_time_idx ON ONLY public.http_calls USING btree (identification, \"time\" DESC)",
+			"CREATE INDEX http_calls_origin_time_idx ON ONLY public.http_calls USING btree (origin, \"time\" DESC)",
 			"CREATE INDEX http_calls_server_time_idx ON ONLY public.http_calls USING btree (server_ip, server_port, \"time\" DESC)",
 			"CREATE INDEX http_calls_time_idx ON ONLY public.http_calls USING btree (\"time\" DESC)",
 		})
@@ -93,7 +107,7 @@ func TestMigrateConcurrentOpen(t *testing.T) {
 	}
 	s := openURL(t, url)
 	equalStrings(t, "versions", queryStrings(t, s, "SELECT version::text FROM schema_migrations ORDER BY 1"),
-		[]string{"1", "2", "3", "4", "5", "6"})
+		[]string{"1", "2", "3", "4", "5", "6", "7"})
 }
 
 func TestPartitionRouting(t *testing.T) {
