@@ -650,3 +650,17 @@ func buildController(t *testing.T) string {
 	}
 	return builtController
 }
+
+func withTokens(t *auth.Tokens) func(*controller.Config) {
+	return func(c *controller.Config) { c.Tokens = t }
+}
+
+func mustPool(t *testing.T, url string) *pgxpool.Pool {
+	t.Helper()
+	p, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}

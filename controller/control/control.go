@@ -292,6 +292,10 @@ func (s *Service) agent(r store.Agent) *orbweaverv1.Agent {
 	if !live.LastSeen.IsZero() {
 		a.LastSeen = ts(live.LastSeen)
 	}
+	if r.Mode == "upload" {
+		// Uploads have no stream: their state is what the uploader recorded.
+		a.State, a.StateReason = uploadState(r.State), r.StateReason
+	}
 	if live.AckedVersion > a.AckedConfigVersion {
 		a.AckedConfigVersion = live.AckedVersion
 	}
@@ -299,6 +303,16 @@ func (s *Service) agent(r store.Agent) *orbweaverv1.Agent {
 		a.StateReason = "last config error: " + r.ApplyError
 	}
 	return a
+}
+
+func uploadState(s string) orbweaverv1.AgentState {
+	switch s {
+	case "capturing":
+		return orbweaverv1.AgentState_AGENT_STATE_CAPTURING
+	case "stopped":
+		return orbweaverv1.AgentState_AGENT_STATE_STOPPED
+	}
+	return orbweaverv1.AgentState_AGENT_STATE_NOT_VISIBLE
 }
 
 func ts(t time.Time) *timestamppb.Timestamp {
