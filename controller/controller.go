@@ -57,6 +57,9 @@ type Config struct {
 	Tokens *auth.Tokens
 	// TLS, when set, secures the gRPC port.
 	TLS credentials.TransportCredentials
+	// HeartbeatRetention is how long agent heartbeats are kept (0: the
+	// store's default, 7 days; negative: forever).
+	HeartbeatRetention time.Duration
 	// RequireAgentClientCert makes agents present a client certificate
 	// (mTLS); TLS must verify client certificates.
 	RequireAgentClientCert bool
@@ -102,6 +105,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer st.Close()
+	switch {
+	case cfg.HeartbeatRetention > 0:
+		st.SetHeartbeatRetention(cfg.HeartbeatRetention)
+	case cfg.HeartbeatRetention < 0:
+		st.SetHeartbeatRetention(0)
+	}
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

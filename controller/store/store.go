@@ -26,8 +26,9 @@ const partitionInterval = time.Hour
 
 // Store is the controller's database. Create it with Open.
 type Store struct {
-	pool   *pgxpool.Pool
-	logger *slog.Logger
+	pool               *pgxpool.Pool
+	logger             *slog.Logger
+	heartbeatRetention time.Duration
 }
 
 // Open connects to databaseURL, applies pending migrations and creates the
@@ -44,7 +45,7 @@ func Open(ctx context.Context, databaseURL string, logger *slog.Logger) (*Store,
 	if err != nil {
 		return nil, fmt.Errorf("store: connect: %w", err)
 	}
-	s := &Store{pool: pool, logger: logger}
+	s := &Store{pool: pool, logger: logger, heartbeatRetention: DefaultHeartbeatRetention}
 	if err := s.Migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -63,8 +64,8 @@ func (s *Store) Close() { s.pool.Close() }
 // offer.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Run creates partitions ahead every hour until ctx is done, then returns
-// nil. Failures are logged and retried at the next tick.
+// Run creates partitions ahead and prunes data past retention (see Prune)
+// every hour until ctx is done, then returns nil. Failures are logged and retried at the next tick.
 func (s *Store) Run(ctx context.Context) error {
 	t := time.NewTicker(partitionInterval)
 	defer t.Stop()
@@ -75,6 +76,9 @@ func (s *Store) Run(ctx context.Context) error {
 		case now := <-t.C:
 			if err := s.EnsurePartitions(ctx, now); err != nil && ctx.Err() == nil {
 				s.logger.Error("ensure partitions", "err", err)
+			}
+			if err := s.Prune(ctx, now); err != nil && ctx.Err() == nil {
+				s.logger.Error("prune", "err", err)
 			}
 		}
 	}

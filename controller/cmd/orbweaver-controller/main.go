@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/orbweaver/orbweaver/controller"
 	"github.com/orbweaver/orbweaver/internal/auth"
@@ -38,6 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		tlsKey        = fs.String("tls-key", "", "server private key (PEM)")
 		tlsClientCA   = fs.String("tls-client-ca", "", "CA (PEM) verifying client certificates (mTLS)")
 		requireCert   = fs.Bool("require-agent-cert", false, "agents must present a client certificate signed by --tls-client-ca")
+		hbRetention   = fs.Duration("heartbeat-retention", 7*24*time.Hour, "how long agent heartbeats are kept (0: forever)")
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -58,6 +60,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Version:                version.Version,
 		Logger:                 log,
 		RequireAgentClientCert: *requireCert,
+		HeartbeatRetention:     *hbRetention,
+	}
+	if *hbRetention == 0 {
+		cfg.HeartbeatRetention = -1
 	}
 	if *tokensFile == "" {
 		*tokensFile = filepath.Join(*dataDir, "tokens.json")
