@@ -83,6 +83,8 @@ type Agent struct {
 	changed chan struct{} // cap 1: desired capture state changed
 	hbNow   chan struct{} // cap 1: send a heartbeat now
 
+	previous *orbweaverv1.PreviousBoot // what the last process left, or nil
+
 	// Owned by the heartbeat loop.
 	sampler           *procstat.Sampler
 	pktRate, byteRate procstat.Rate
@@ -128,6 +130,17 @@ func New(cfg Config) (*Agent, error) {
 		a.conf.Capture.BpfFilter = cfg.Filter
 	}
 	a.log = cfg.Logger.With("agent_id", id)
+	prev, ok, err := readBootRecord(cfg.StateDir)
+	if err != nil {
+		a.log.Warn("previous boot record unreadable", "err", err)
+	}
+	if ok {
+		a.previous = prev.proto()
+		if !prev.CleanExit && prev.UnackedCalls > 0 {
+			a.log.Warn("the previous agent process did not exit cleanly; its unacknowledged calls are lost",
+				"previous_boot_id", prev.BootID, "unacked_calls", prev.UnackedCalls, "as_of", prev.AsOf)
+		}
+	}
 	return a, nil
 }
 
@@ -201,6 +214,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			runErr = err
 		}
 	}
+	upCancel()
+	wg.Wait() // the journal is no longer written
+	if err := writeBootRecord(a.cfg.StateDir, a.bootRecordNow(true)); err != nil {
+		a.log.Warn("boot record", "err", err)
+	}
 	st := a.up.Stats()
 	a.log.Info("agent stopped", "calls_acknowledged", st.CallsSent, "queue_drops", st.QueueDrops, "unacknowledged_calls", st.UnackedCalls)
 	return runErr
@@ -231,12 +249,13 @@ func (a *Agent) hello() *orbweaverv1.Hello {
 		name = host
 	}
 	h := &orbweaverv1.Hello{
-		AgentId:  a.id,
-		BootId:   a.bootID,
-		Name:     name,
-		Hostname: host,
-		Version:  a.cfg.Version,
-		Mode:     a.mode,
+		AgentId:      a.id,
+		BootId:       a.bootID,
+		Name:         name,
+		Hostname:     host,
+		Version:      a.cfg.Version,
+		Mode:         a.mode,
+		PreviousBoot: a.previous,
 	}
 	if ifs, err := capture.ListInterfaces(); err == nil {
 		for _, i := range ifs {
@@ -518,10 +537,17 @@ func (a *Agent) heartbeatNowLocked() { a.heartbeatNow() }
 func (a *Agent) heartbeats(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
+	journal := time.NewTicker(time.Second)
+	defer journal.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-journal.C:
+			if err := writeBootRecord(a.cfg.StateDir, a.bootRecordNow(false)); err != nil {
+				a.log.Warn("boot record", "err", err)
+			}
+			continue
 		case <-t.C:
 		case <-a.hbNow:
 		}

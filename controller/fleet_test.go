@@ -261,6 +261,18 @@ func TestAgentStatusTransitions(t *testing.T) {
 	expect("AGENT_STATE_CAPTURING")
 
 	// kill -9: the stream dies with the process.
+	bootOf := func() (boot string, prev map[string]any) {
+		var a struct {
+			BootID       string         `json:"bootId"`
+			PreviousBoot map[string]any `json:"previousBoot"`
+		}
+		if err := json.Unmarshal([]byte(mustCall(t, rc, "orbweaver.v1.ControlService/GetAgent", `{"agent":"st"}`)), &a); err != nil {
+			t.Fatal(err)
+		}
+		return a.BootID, a.PreviousBoot
+	}
+	firstBoot, _ := bootOf()
+	time.Sleep(1200 * time.Millisecond) // the boot record is written every second
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -269,11 +281,29 @@ func TestAgentStatusTransitions(t *testing.T) {
 
 	// Restarted with the same state dir: same identity, capture requested.
 	before := mustCall(t, rc, "orbweaver.v1.ControlService/ListAgents", `{}`)
-	start()
+	cmd = start()
 	expect("AGENT_STATE_CAPTURING")
 	after := mustCall(t, rc, "orbweaver.v1.ControlService/ListAgents", `{}`)
 	if strings.Count(after, `"name":"st"`) != 1 || strings.Count(before, `"name":"st"`) != 1 {
 		t.Fatalf("restart created a second agent:\n%s", after)
+	}
+	// The new process reports how the killed one ended.
+	secondBoot, prev := bootOf()
+	if secondBoot == firstBoot || prev["bootId"] != firstBoot || prev["cleanExit"] == true || prev["asOfNs"] == nil {
+		t.Fatalf("after kill -9: boot %s, previous boot %v; want the first boot %s, not clean", secondBoot, prev, firstBoot)
+	}
+	// A clean stop (SIGTERM) is reported as such.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("agent exit after SIGTERM: %v", err)
+	}
+	expect("AGENT_STATE_NOT_VISIBLE")
+	start()
+	expect("AGENT_STATE_CAPTURING")
+	if _, prev := bootOf(); prev["bootId"] != secondBoot || prev["cleanExit"] != true {
+		t.Fatalf("after SIGTERM: previous boot %v; want %s with a clean exit", prev, secondBoot)
 	}
 }
 

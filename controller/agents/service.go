@@ -116,6 +116,11 @@ func (s *Service) Connect(stream orbweaverv1.AgentService_ConnectServer) error {
 		log.Info("agent disconnected")
 	}()
 	log.Info("agent connected", "boot_id", hello.GetBootId(), "mode", hello.GetMode().String(), "version", hello.GetVersion())
+	if p := hello.GetPreviousBoot(); p != nil && !p.GetCleanExit() && p.GetUnackedCalls() > 0 {
+		log.Warn("agent's previous process exited uncleanly: its unacknowledged calls are lost",
+			"previous_boot_id", p.GetBootId(), "lost_calls_at_most", p.GetUnackedCalls(),
+			"as_of", time.Unix(0, p.GetAsOfNs()).UTC())
+	}
 
 	welcome := &orbweaverv1.ControllerMessage{Msg: &orbweaverv1.ControllerMessage_Welcome{Welcome: &orbweaverv1.Welcome{
 		Capture: rec.CaptureRequested,

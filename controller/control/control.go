@@ -288,6 +288,7 @@ func (s *Service) agent(r store.Agent) *orbweaverv1.Agent {
 		AckedConfigVersion: r.AckedConfigVersion,
 		BootId:             r.BootID,
 		LastHeartbeat:      live.LastHeartbeat,
+		PreviousBoot:       r.PreviousBoot,
 	}
 	if !live.LastSeen.IsZero() {
 		a.LastSeen = ts(live.LastSeen)

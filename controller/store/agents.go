@@ -42,6 +42,9 @@ type Agent struct {
 	ApplyError         string
 	// Overrides are the fields set for this agent alone.
 	Overrides agentconfig.Layer
+	// PreviousBoot is how the agent's previous process ended, nil when
+	// the agent never said.
+	PreviousBoot *orbweaverv1.PreviousBoot
 }
 
 // jsonOptions write protobuf messages to jsonb columns: proto field names
@@ -56,7 +59,9 @@ var modeNames = map[orbweaverv1.AgentMode]string{
 
 const agentSelect = `SELECT a.id::text, a.name, a.hostname, a.version, COALESCE(a.mode, ''), a.interfaces,
 	COALESCE(a.boot_id::text, ''), a.first_seen, a.last_seen, a.capture_requested, a.state, a.state_reason,
-	c.config, COALESCE(c.version, 0), COALESCE(c.acked_version, 0), COALESCE(c.apply_error, ''), c.overrides
+	c.config, COALESCE(c.version, 0), COALESCE(c.acked_version, 0), COALESCE(c.apply_error, ''), c.overrides,
+	a.previous_boot_id::text, a.previous_calls_captured, a.previous_calls_acked, a.previous_unacked_calls,
+	a.previous_queue_drops, a.previous_as_of, a.previous_clean_exit
 	FROM agents a LEFT JOIN agent_configs c ON c.agent_id = a.id`
 
 // UpsertAgent records an agent's Hello at now: a new agent is inserted
@@ -89,6 +94,9 @@ func (s *Store) UpsertAgent(ctx context.Context, h *orbweaverv1.Hello, now time.
 		ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, hostname = EXCLUDED.hostname, version = EXCLUDED.version,
 			mode = EXCLUDED.mode, interfaces = EXCLUDED.interfaces, boot_id = EXCLUDED.boot_id, last_seen = EXCLUDED.last_seen`,
 		id, text(h.GetName()), text(h.GetHostname()), text(h.GetVersion()), mode, ifaces, bootID, now)
+	if err == nil {
+		err = s.recordPreviousBoot(ctx, id, h.GetPreviousBoot())
+	}
 	if err != nil {
 		return Agent{}, fmt.Errorf("store: upsert agent %s: %w", id, err)
 	}
@@ -155,10 +163,16 @@ func (s *Store) queryAgents(ctx context.Context, sql string, args ...any) ([]Age
 			a                         Agent
 			ifaces, config, overrides []byte
 			version, acked            int64
+			prevID                    *string
+			prevCaptured, prevAcked   *int64
+			prevUnacked, prevDrops    *int64
+			prevAsOf                  *time.Time
+			prevClean                 *bool
 		)
 		if err := rows.Scan(&a.ID, &a.Name, &a.Hostname, &a.Version, &a.Mode, &ifaces, &a.BootID,
 			&a.FirstSeen, &a.LastSeen, &a.CaptureRequested, &a.State, &a.StateReason,
-			&config, &version, &acked, &a.ApplyError, &overrides); err != nil {
+			&config, &version, &acked, &a.ApplyError, &overrides,
+			&prevID, &prevCaptured, &prevAcked, &prevUnacked, &prevDrops, &prevAsOf, &prevClean); err != nil {
 			return nil, err
 		}
 		a.FirstSeen, a.LastSeen = a.FirstSeen.UTC(), a.LastSeen.UTC()
@@ -170,6 +184,13 @@ func (s *Store) queryAgents(ctx context.Context, sql string, args ...any) ([]Age
 			a.Config = &orbweaverv1.AgentConfig{}
 			if err := protojson.Unmarshal(config, a.Config); err != nil {
 				return nil, fmt.Errorf("agent %s: config: %w", a.ID, err)
+			}
+		}
+		if prevID != nil {
+			a.PreviousBoot = &orbweaverv1.PreviousBoot{BootId: *prevID, CleanExit: prevClean != nil && *prevClean,
+				CallsCaptured: u64(prevCaptured), CallsAcked: u64(prevAcked), UnackedCalls: u64(prevUnacked), QueueDrops: u64(prevDrops)}
+			if prevAsOf != nil {
+				a.PreviousBoot.AsOfNs = prevAsOf.UnixNano()
 			}
 		}
 		if overrides != nil {
@@ -352,3 +373,32 @@ func (s *Store) InsertHeartbeat(ctx context.Context, agentID string, hb *orbweav
 }
 
 func clampInt64(v uint64) int64 { return int64(min(v, math.MaxInt64)) }
+
+func u64(p *int64) uint64 {
+	if p == nil || *p < 0 {
+		return 0
+	}
+	return uint64(*p)
+}
+
+// recordPreviousBoot stores what the agent said about its previous
+// process; a hello without it leaves the last record in place.
+func (s *Store) recordPreviousBoot(ctx context.Context, id uuid.UUID, p *orbweaverv1.PreviousBoot) error {
+	if p == nil {
+		return nil
+	}
+	prev, err := uuid.Parse(p.GetBootId())
+	if err != nil {
+		return fmt.Errorf("previous boot id %q: %w", p.GetBootId(), err)
+	}
+	var asOf *time.Time
+	if p.GetAsOfNs() != 0 {
+		t := time.Unix(0, p.GetAsOfNs()).UTC()
+		asOf = &t
+	}
+	_, err = s.pool.Exec(ctx, `UPDATE agents SET previous_boot_id = $2, previous_calls_captured = $3, previous_calls_acked = $4,
+		previous_unacked_calls = $5, previous_queue_drops = $6, previous_as_of = $7, previous_clean_exit = $8 WHERE id = $1`,
+		id, prev, clampInt64(p.GetCallsCaptured()), clampInt64(p.GetCallsAcked()), clampInt64(p.GetUnackedCalls()),
+		clampInt64(p.GetQueueDrops()), asOf, p.GetCleanExit())
+	return err
+}

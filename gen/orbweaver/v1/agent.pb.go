@@ -122,7 +122,7 @@ func (x Command_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Command_Kind.Descriptor instead.
 func (Command_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{8, 0}
+	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{9, 0}
 }
 
 type AgentMessage struct {
@@ -444,7 +444,9 @@ type Hello struct {
 	// batches for (0 when none); informational.
 	PendingBatches uint64 `protobuf:"varint,8,opt,name=pending_batches,json=pendingBatches,proto3" json:"pending_batches,omitempty"`
 	// Whether the agent is capturing right now (file mode finished → false).
-	Capturing     bool `protobuf:"varint,9,opt,name=capturing,proto3" json:"capturing,omitempty"`
+	Capturing bool `protobuf:"varint,9,opt,name=capturing,proto3" json:"capturing,omitempty"`
+	// What the agent's previous process left behind, from its state dir.
+	PreviousBoot  *PreviousBoot `protobuf:"bytes,10,opt,name=previous_boot,json=previousBoot,proto3" json:"previous_boot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -542,6 +544,110 @@ func (x *Hello) GetCapturing() bool {
 	return false
 }
 
+func (x *Hello) GetPreviousBoot() *PreviousBoot {
+	if x != nil {
+		return x.PreviousBoot
+	}
+	return nil
+}
+
+// PreviousBoot is the last record the previous agent process wrote (every
+// second, and at exit). After an unclean exit (kill -9, crash, power loss),
+// unacked_calls tells how many captured calls at most were lost.
+type PreviousBoot struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BootId        string                 `protobuf:"bytes,1,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	CallsCaptured uint64                 `protobuf:"varint,2,opt,name=calls_captured,json=callsCaptured,proto3" json:"calls_captured,omitempty"`
+	CallsAcked    uint64                 `protobuf:"varint,3,opt,name=calls_acked,json=callsAcked,proto3" json:"calls_acked,omitempty"`
+	// Calls queued or in flight when the record was written.
+	UnackedCalls uint64 `protobuf:"varint,4,opt,name=unacked_calls,json=unackedCalls,proto3" json:"unacked_calls,omitempty"`
+	QueueDrops   uint64 `protobuf:"varint,5,opt,name=queue_drops,json=queueDrops,proto3" json:"queue_drops,omitempty"`
+	AsOfNs       int64  `protobuf:"varint,6,opt,name=as_of_ns,json=asOfNs,proto3" json:"as_of_ns,omitempty"`
+	// The process exited cleanly (after draining what it could).
+	CleanExit     bool `protobuf:"varint,7,opt,name=clean_exit,json=cleanExit,proto3" json:"clean_exit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviousBoot) Reset() {
+	*x = PreviousBoot{}
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviousBoot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviousBoot) ProtoMessage() {}
+
+func (x *PreviousBoot) ProtoReflect() protoreflect.Message {
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviousBoot.ProtoReflect.Descriptor instead.
+func (*PreviousBoot) Descriptor() ([]byte, []int) {
+	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PreviousBoot) GetBootId() string {
+	if x != nil {
+		return x.BootId
+	}
+	return ""
+}
+
+func (x *PreviousBoot) GetCallsCaptured() uint64 {
+	if x != nil {
+		return x.CallsCaptured
+	}
+	return 0
+}
+
+func (x *PreviousBoot) GetCallsAcked() uint64 {
+	if x != nil {
+		return x.CallsAcked
+	}
+	return 0
+}
+
+func (x *PreviousBoot) GetUnackedCalls() uint64 {
+	if x != nil {
+		return x.UnackedCalls
+	}
+	return 0
+}
+
+func (x *PreviousBoot) GetQueueDrops() uint64 {
+	if x != nil {
+		return x.QueueDrops
+	}
+	return 0
+}
+
+func (x *PreviousBoot) GetAsOfNs() int64 {
+	if x != nil {
+		return x.AsOfNs
+	}
+	return 0
+}
+
+func (x *PreviousBoot) GetCleanExit() bool {
+	if x != nil {
+		return x.CleanExit
+	}
+	return false
+}
+
 type Heartbeat struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	TimeNs          int64                  `protobuf:"varint,1,opt,name=time_ns,json=timeNs,proto3" json:"time_ns,omitempty"`
@@ -581,7 +687,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_orbweaver_v1_agent_proto_msgTypes[4]
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +699,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_orbweaver_v1_agent_proto_msgTypes[4]
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +712,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Heartbeat) GetTimeNs() int64 {
@@ -767,7 +873,7 @@ type ConfigAck struct {
 
 func (x *ConfigAck) Reset() {
 	*x = ConfigAck{}
-	mi := &file_orbweaver_v1_agent_proto_msgTypes[5]
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +885,7 @@ func (x *ConfigAck) String() string {
 func (*ConfigAck) ProtoMessage() {}
 
 func (x *ConfigAck) ProtoReflect() protoreflect.Message {
-	mi := &file_orbweaver_v1_agent_proto_msgTypes[5]
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +898,7 @@ func (x *ConfigAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigAck.ProtoReflect.Descriptor instead.
 func (*ConfigAck) Descriptor() ([]byte, []int) {
-	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConfigAck) GetVersion() uint64 {
@@ -820,7 +926,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_orbweaver_v1_agent_proto_msgTypes[6]
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +938,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_orbweaver_v1_agent_proto_msgTypes[6]
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +951,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Welcome) GetCapture() bool {
@@ -872,7 +978,7 @@ type ConfigUpdate struct {
 
 func (x *ConfigUpdate) Reset() {
 	*x = ConfigUpdate{}
-	mi := &file_orbweaver_v1_agent_proto_msgTypes[7]
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +990,7 @@ func (x *ConfigUpdate) String() string {
 func (*ConfigUpdate) ProtoMessage() {}
 
 func (x *ConfigUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_orbweaver_v1_agent_proto_msgTypes[7]
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1003,7 @@ func (x *ConfigUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigUpdate.ProtoReflect.Descriptor instead.
 func (*ConfigUpdate) Descriptor() ([]byte, []int) {
-	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ConfigUpdate) GetVersion() uint64 {
@@ -923,7 +1029,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_orbweaver_v1_agent_proto_msgTypes[8]
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1041,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_orbweaver_v1_agent_proto_msgTypes[8]
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1054,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Command) GetKind() Command_Kind {
@@ -973,7 +1079,7 @@ type BatchAck struct {
 
 func (x *BatchAck) Reset() {
 	*x = BatchAck{}
-	mi := &file_orbweaver_v1_agent_proto_msgTypes[9]
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1091,7 @@ func (x *BatchAck) String() string {
 func (*BatchAck) ProtoMessage() {}
 
 func (x *BatchAck) ProtoReflect() protoreflect.Message {
-	mi := &file_orbweaver_v1_agent_proto_msgTypes[9]
+	mi := &file_orbweaver_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1104,7 @@ func (x *BatchAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchAck.ProtoReflect.Descriptor instead.
 func (*BatchAck) Descriptor() ([]byte, []int) {
-	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_orbweaver_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BatchAck) GetBootId() string {
@@ -1053,7 +1159,7 @@ const file_orbweaver_v1_agent_proto_rawDesc = "" +
 	"\taddresses\x18\x02 \x03(\tR\taddresses\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1a\n" +
 	"\bloopback\x18\x04 \x01(\bR\bloopback\x12\x0e\n" +
-	"\x02up\x18\x05 \x01(\bR\x02up\"\xb9\x02\n" +
+	"\x02up\x18\x05 \x01(\bR\x02up\"\xfa\x02\n" +
 	"\x05Hello\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x12\n" +
@@ -1065,7 +1171,20 @@ const file_orbweaver_v1_agent_proto_rawDesc = "" +
 	"interfaces\x18\a \x03(\v2\x1e.orbweaver.v1.NetworkInterfaceR\n" +
 	"interfaces\x12'\n" +
 	"\x0fpending_batches\x18\b \x01(\x04R\x0ependingBatches\x12\x1c\n" +
-	"\tcapturing\x18\t \x01(\bR\tcapturing\"\xef\x06\n" +
+	"\tcapturing\x18\t \x01(\bR\tcapturing\x12?\n" +
+	"\rprevious_boot\x18\n" +
+	" \x01(\v2\x1a.orbweaver.v1.PreviousBootR\fpreviousBoot\"\xee\x01\n" +
+	"\fPreviousBoot\x12\x17\n" +
+	"\aboot_id\x18\x01 \x01(\tR\x06bootId\x12%\n" +
+	"\x0ecalls_captured\x18\x02 \x01(\x04R\rcallsCaptured\x12\x1f\n" +
+	"\vcalls_acked\x18\x03 \x01(\x04R\n" +
+	"callsAcked\x12#\n" +
+	"\runacked_calls\x18\x04 \x01(\x04R\funackedCalls\x12\x1f\n" +
+	"\vqueue_drops\x18\x05 \x01(\x04R\n" +
+	"queueDrops\x12\x18\n" +
+	"\bas_of_ns\x18\x06 \x01(\x03R\x06asOfNs\x12\x1d\n" +
+	"\n" +
+	"clean_exit\x18\a \x01(\bR\tcleanExit\"\xef\x06\n" +
 	"\tHeartbeat\x12\x17\n" +
 	"\atime_ns\x18\x01 \x01(\x03R\x06timeNs\x12\x1c\n" +
 	"\tcapturing\x18\x02 \x01(\bR\tcapturing\x12\x18\n" +
@@ -1137,7 +1256,7 @@ func file_orbweaver_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_orbweaver_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_orbweaver_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_orbweaver_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_orbweaver_v1_agent_proto_goTypes = []any{
 	(AgentMode)(0),            // 0: orbweaver.v1.AgentMode
 	(Command_Kind)(0),         // 1: orbweaver.v1.Command.Kind
@@ -1145,38 +1264,40 @@ var file_orbweaver_v1_agent_proto_goTypes = []any{
 	(*ControllerMessage)(nil), // 3: orbweaver.v1.ControllerMessage
 	(*NetworkInterface)(nil),  // 4: orbweaver.v1.NetworkInterface
 	(*Hello)(nil),             // 5: orbweaver.v1.Hello
-	(*Heartbeat)(nil),         // 6: orbweaver.v1.Heartbeat
-	(*ConfigAck)(nil),         // 7: orbweaver.v1.ConfigAck
-	(*Welcome)(nil),           // 8: orbweaver.v1.Welcome
-	(*ConfigUpdate)(nil),      // 9: orbweaver.v1.ConfigUpdate
-	(*Command)(nil),           // 10: orbweaver.v1.Command
-	(*BatchAck)(nil),          // 11: orbweaver.v1.BatchAck
-	nil,                       // 12: orbweaver.v1.Heartbeat.QueueDropsByReasonEntry
-	(*CallBatch)(nil),         // 13: orbweaver.v1.CallBatch
-	(*AgentConfig)(nil),       // 14: orbweaver.v1.AgentConfig
+	(*PreviousBoot)(nil),      // 6: orbweaver.v1.PreviousBoot
+	(*Heartbeat)(nil),         // 7: orbweaver.v1.Heartbeat
+	(*ConfigAck)(nil),         // 8: orbweaver.v1.ConfigAck
+	(*Welcome)(nil),           // 9: orbweaver.v1.Welcome
+	(*ConfigUpdate)(nil),      // 10: orbweaver.v1.ConfigUpdate
+	(*Command)(nil),           // 11: orbweaver.v1.Command
+	(*BatchAck)(nil),          // 12: orbweaver.v1.BatchAck
+	nil,                       // 13: orbweaver.v1.Heartbeat.QueueDropsByReasonEntry
+	(*CallBatch)(nil),         // 14: orbweaver.v1.CallBatch
+	(*AgentConfig)(nil),       // 15: orbweaver.v1.AgentConfig
 }
 var file_orbweaver_v1_agent_proto_depIdxs = []int32{
 	5,  // 0: orbweaver.v1.AgentMessage.hello:type_name -> orbweaver.v1.Hello
-	6,  // 1: orbweaver.v1.AgentMessage.heartbeat:type_name -> orbweaver.v1.Heartbeat
-	13, // 2: orbweaver.v1.AgentMessage.call_batch:type_name -> orbweaver.v1.CallBatch
-	7,  // 3: orbweaver.v1.AgentMessage.config_ack:type_name -> orbweaver.v1.ConfigAck
-	8,  // 4: orbweaver.v1.ControllerMessage.welcome:type_name -> orbweaver.v1.Welcome
-	9,  // 5: orbweaver.v1.ControllerMessage.config:type_name -> orbweaver.v1.ConfigUpdate
-	10, // 6: orbweaver.v1.ControllerMessage.command:type_name -> orbweaver.v1.Command
-	11, // 7: orbweaver.v1.ControllerMessage.batch_ack:type_name -> orbweaver.v1.BatchAck
+	7,  // 1: orbweaver.v1.AgentMessage.heartbeat:type_name -> orbweaver.v1.Heartbeat
+	14, // 2: orbweaver.v1.AgentMessage.call_batch:type_name -> orbweaver.v1.CallBatch
+	8,  // 3: orbweaver.v1.AgentMessage.config_ack:type_name -> orbweaver.v1.ConfigAck
+	9,  // 4: orbweaver.v1.ControllerMessage.welcome:type_name -> orbweaver.v1.Welcome
+	10, // 5: orbweaver.v1.ControllerMessage.config:type_name -> orbweaver.v1.ConfigUpdate
+	11, // 6: orbweaver.v1.ControllerMessage.command:type_name -> orbweaver.v1.Command
+	12, // 7: orbweaver.v1.ControllerMessage.batch_ack:type_name -> orbweaver.v1.BatchAck
 	0,  // 8: orbweaver.v1.Hello.mode:type_name -> orbweaver.v1.AgentMode
 	4,  // 9: orbweaver.v1.Hello.interfaces:type_name -> orbweaver.v1.NetworkInterface
-	12, // 10: orbweaver.v1.Heartbeat.queue_drops_by_reason:type_name -> orbweaver.v1.Heartbeat.QueueDropsByReasonEntry
-	9,  // 11: orbweaver.v1.Welcome.config:type_name -> orbweaver.v1.ConfigUpdate
-	14, // 12: orbweaver.v1.ConfigUpdate.config:type_name -> orbweaver.v1.AgentConfig
-	1,  // 13: orbweaver.v1.Command.kind:type_name -> orbweaver.v1.Command.Kind
-	2,  // 14: orbweaver.v1.AgentService.Connect:input_type -> orbweaver.v1.AgentMessage
-	3,  // 15: orbweaver.v1.AgentService.Connect:output_type -> orbweaver.v1.ControllerMessage
-	15, // [15:16] is the sub-list for method output_type
-	14, // [14:15] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	6,  // 10: orbweaver.v1.Hello.previous_boot:type_name -> orbweaver.v1.PreviousBoot
+	13, // 11: orbweaver.v1.Heartbeat.queue_drops_by_reason:type_name -> orbweaver.v1.Heartbeat.QueueDropsByReasonEntry
+	10, // 12: orbweaver.v1.Welcome.config:type_name -> orbweaver.v1.ConfigUpdate
+	15, // 13: orbweaver.v1.ConfigUpdate.config:type_name -> orbweaver.v1.AgentConfig
+	1,  // 14: orbweaver.v1.Command.kind:type_name -> orbweaver.v1.Command.Kind
+	2,  // 15: orbweaver.v1.AgentService.Connect:input_type -> orbweaver.v1.AgentMessage
+	3,  // 16: orbweaver.v1.AgentService.Connect:output_type -> orbweaver.v1.ControllerMessage
+	16, // [16:17] is the sub-list for method output_type
+	15, // [15:16] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_orbweaver_v1_agent_proto_init() }
@@ -1204,7 +1325,7 @@ func file_orbweaver_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orbweaver_v1_agent_proto_rawDesc), len(file_orbweaver_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

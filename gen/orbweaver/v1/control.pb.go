@@ -103,8 +103,11 @@ type Agent struct {
 	AckedConfigVersion uint64     `protobuf:"varint,13,opt,name=acked_config_version,json=ackedConfigVersion,proto3" json:"acked_config_version,omitempty"`
 	BootId             string     `protobuf:"bytes,14,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
 	LastHeartbeat      *Heartbeat `protobuf:"bytes,15,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// How the agent's previous process ended, as the agent reported at its
+	// last hello (unset when unknown).
+	PreviousBoot  *PreviousBoot `protobuf:"bytes,16,opt,name=previous_boot,json=previousBoot,proto3" json:"previous_boot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
@@ -238,6 +241,13 @@ func (x *Agent) GetBootId() string {
 func (x *Agent) GetLastHeartbeat() *Heartbeat {
 	if x != nil {
 		return x.LastHeartbeat
+	}
+	return nil
+}
+
+func (x *Agent) GetPreviousBoot() *PreviousBoot {
+	if x != nil {
+		return x.PreviousBoot
 	}
 	return nil
 }
@@ -1319,7 +1329,7 @@ var File_orbweaver_v1_control_proto protoreflect.FileDescriptor
 
 const file_orbweaver_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x1aorbweaver/v1/control.proto\x12\forbweaver.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18orbweaver/v1/agent.proto\x1a\x19orbweaver/v1/config.proto\"\xf4\x04\n" +
+	"\x1aorbweaver/v1/control.proto\x12\forbweaver.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18orbweaver/v1/agent.proto\x1a\x19orbweaver/v1/config.proto\"\xb5\x05\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -1339,7 +1349,8 @@ const file_orbweaver_v1_control_proto_rawDesc = "" +
 	"\x0econfig_version\x18\f \x01(\x04R\rconfigVersion\x120\n" +
 	"\x14acked_config_version\x18\r \x01(\x04R\x12ackedConfigVersion\x12\x17\n" +
 	"\aboot_id\x18\x0e \x01(\tR\x06bootId\x12>\n" +
-	"\x0elast_heartbeat\x18\x0f \x01(\v2\x17.orbweaver.v1.HeartbeatR\rlastHeartbeat\"\x13\n" +
+	"\x0elast_heartbeat\x18\x0f \x01(\v2\x17.orbweaver.v1.HeartbeatR\rlastHeartbeat\x12?\n" +
+	"\rprevious_boot\x18\x10 \x01(\v2\x1a.orbweaver.v1.PreviousBootR\fpreviousBoot\"\x13\n" +
 	"\x11ListAgentsRequest\"A\n" +
 	"\x12ListAgentsResponse\x12+\n" +
 	"\x06agents\x18\x01 \x03(\v2\x13.orbweaver.v1.AgentR\x06agents\"'\n" +
@@ -1475,9 +1486,10 @@ var file_orbweaver_v1_control_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil),      // 21: google.protobuf.Timestamp
 	(*NetworkInterface)(nil),           // 22: orbweaver.v1.NetworkInterface
 	(*Heartbeat)(nil),                  // 23: orbweaver.v1.Heartbeat
-	(*AgentConfig)(nil),                // 24: orbweaver.v1.AgentConfig
-	(*ConfigField)(nil),                // 25: orbweaver.v1.ConfigField
-	(*fieldmaskpb.FieldMask)(nil),      // 26: google.protobuf.FieldMask
+	(*PreviousBoot)(nil),               // 24: orbweaver.v1.PreviousBoot
+	(*AgentConfig)(nil),                // 25: orbweaver.v1.AgentConfig
+	(*ConfigField)(nil),                // 26: orbweaver.v1.ConfigField
+	(*fieldmaskpb.FieldMask)(nil),      // 27: google.protobuf.FieldMask
 }
 var file_orbweaver_v1_control_proto_depIdxs = []int32{
 	20, // 0: orbweaver.v1.Agent.mode:type_name -> orbweaver.v1.AgentMode
@@ -1486,47 +1498,48 @@ var file_orbweaver_v1_control_proto_depIdxs = []int32{
 	21, // 3: orbweaver.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
 	22, // 4: orbweaver.v1.Agent.interfaces:type_name -> orbweaver.v1.NetworkInterface
 	23, // 5: orbweaver.v1.Agent.last_heartbeat:type_name -> orbweaver.v1.Heartbeat
-	1,  // 6: orbweaver.v1.ListAgentsResponse.agents:type_name -> orbweaver.v1.Agent
-	24, // 7: orbweaver.v1.GetConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
-	25, // 8: orbweaver.v1.GetConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
-	24, // 9: orbweaver.v1.UpdateConfigRequest.config:type_name -> orbweaver.v1.AgentConfig
-	26, // 10: orbweaver.v1.UpdateConfigRequest.update_mask:type_name -> google.protobuf.FieldMask
-	26, // 11: orbweaver.v1.UpdateConfigRequest.clear_mask:type_name -> google.protobuf.FieldMask
-	24, // 12: orbweaver.v1.UpdateConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
-	25, // 13: orbweaver.v1.UpdateConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
-	24, // 14: orbweaver.v1.GetDefaultConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
-	25, // 15: orbweaver.v1.GetDefaultConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
-	24, // 16: orbweaver.v1.UpdateDefaultConfigRequest.config:type_name -> orbweaver.v1.AgentConfig
-	26, // 17: orbweaver.v1.UpdateDefaultConfigRequest.update_mask:type_name -> google.protobuf.FieldMask
-	26, // 18: orbweaver.v1.UpdateDefaultConfigRequest.clear_mask:type_name -> google.protobuf.FieldMask
-	15, // 19: orbweaver.v1.UploadPcapRequest.start:type_name -> orbweaver.v1.UploadStart
-	21, // 20: orbweaver.v1.Upload.started:type_name -> google.protobuf.Timestamp
-	18, // 21: orbweaver.v1.ListUploadsResponse.uploads:type_name -> orbweaver.v1.Upload
-	2,  // 22: orbweaver.v1.ControlService.ListAgents:input_type -> orbweaver.v1.ListAgentsRequest
-	4,  // 23: orbweaver.v1.ControlService.GetAgent:input_type -> orbweaver.v1.GetAgentRequest
-	5,  // 24: orbweaver.v1.ControlService.StartCapture:input_type -> orbweaver.v1.StartCaptureRequest
-	6,  // 25: orbweaver.v1.ControlService.StopCapture:input_type -> orbweaver.v1.StopCaptureRequest
-	7,  // 26: orbweaver.v1.ControlService.GetConfig:input_type -> orbweaver.v1.GetConfigRequest
-	9,  // 27: orbweaver.v1.ControlService.UpdateConfig:input_type -> orbweaver.v1.UpdateConfigRequest
-	11, // 28: orbweaver.v1.ControlService.GetDefaultConfig:input_type -> orbweaver.v1.GetDefaultConfigRequest
-	13, // 29: orbweaver.v1.ControlService.UpdateDefaultConfig:input_type -> orbweaver.v1.UpdateDefaultConfigRequest
-	14, // 30: orbweaver.v1.ControlService.UploadPcap:input_type -> orbweaver.v1.UploadPcapRequest
-	17, // 31: orbweaver.v1.ControlService.ListUploads:input_type -> orbweaver.v1.ListUploadsRequest
-	3,  // 32: orbweaver.v1.ControlService.ListAgents:output_type -> orbweaver.v1.ListAgentsResponse
-	1,  // 33: orbweaver.v1.ControlService.GetAgent:output_type -> orbweaver.v1.Agent
-	1,  // 34: orbweaver.v1.ControlService.StartCapture:output_type -> orbweaver.v1.Agent
-	1,  // 35: orbweaver.v1.ControlService.StopCapture:output_type -> orbweaver.v1.Agent
-	8,  // 36: orbweaver.v1.ControlService.GetConfig:output_type -> orbweaver.v1.GetConfigResponse
-	10, // 37: orbweaver.v1.ControlService.UpdateConfig:output_type -> orbweaver.v1.UpdateConfigResponse
-	12, // 38: orbweaver.v1.ControlService.GetDefaultConfig:output_type -> orbweaver.v1.GetDefaultConfigResponse
-	12, // 39: orbweaver.v1.ControlService.UpdateDefaultConfig:output_type -> orbweaver.v1.GetDefaultConfigResponse
-	16, // 40: orbweaver.v1.ControlService.UploadPcap:output_type -> orbweaver.v1.UploadPcapResponse
-	19, // 41: orbweaver.v1.ControlService.ListUploads:output_type -> orbweaver.v1.ListUploadsResponse
-	32, // [32:42] is the sub-list for method output_type
-	22, // [22:32] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	24, // 6: orbweaver.v1.Agent.previous_boot:type_name -> orbweaver.v1.PreviousBoot
+	1,  // 7: orbweaver.v1.ListAgentsResponse.agents:type_name -> orbweaver.v1.Agent
+	25, // 8: orbweaver.v1.GetConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
+	26, // 9: orbweaver.v1.GetConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
+	25, // 10: orbweaver.v1.UpdateConfigRequest.config:type_name -> orbweaver.v1.AgentConfig
+	27, // 11: orbweaver.v1.UpdateConfigRequest.update_mask:type_name -> google.protobuf.FieldMask
+	27, // 12: orbweaver.v1.UpdateConfigRequest.clear_mask:type_name -> google.protobuf.FieldMask
+	25, // 13: orbweaver.v1.UpdateConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
+	26, // 14: orbweaver.v1.UpdateConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
+	25, // 15: orbweaver.v1.GetDefaultConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
+	26, // 16: orbweaver.v1.GetDefaultConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
+	25, // 17: orbweaver.v1.UpdateDefaultConfigRequest.config:type_name -> orbweaver.v1.AgentConfig
+	27, // 18: orbweaver.v1.UpdateDefaultConfigRequest.update_mask:type_name -> google.protobuf.FieldMask
+	27, // 19: orbweaver.v1.UpdateDefaultConfigRequest.clear_mask:type_name -> google.protobuf.FieldMask
+	15, // 20: orbweaver.v1.UploadPcapRequest.start:type_name -> orbweaver.v1.UploadStart
+	21, // 21: orbweaver.v1.Upload.started:type_name -> google.protobuf.Timestamp
+	18, // 22: orbweaver.v1.ListUploadsResponse.uploads:type_name -> orbweaver.v1.Upload
+	2,  // 23: orbweaver.v1.ControlService.ListAgents:input_type -> orbweaver.v1.ListAgentsRequest
+	4,  // 24: orbweaver.v1.ControlService.GetAgent:input_type -> orbweaver.v1.GetAgentRequest
+	5,  // 25: orbweaver.v1.ControlService.StartCapture:input_type -> orbweaver.v1.StartCaptureRequest
+	6,  // 26: orbweaver.v1.ControlService.StopCapture:input_type -> orbweaver.v1.StopCaptureRequest
+	7,  // 27: orbweaver.v1.ControlService.GetConfig:input_type -> orbweaver.v1.GetConfigRequest
+	9,  // 28: orbweaver.v1.ControlService.UpdateConfig:input_type -> orbweaver.v1.UpdateConfigRequest
+	11, // 29: orbweaver.v1.ControlService.GetDefaultConfig:input_type -> orbweaver.v1.GetDefaultConfigRequest
+	13, // 30: orbweaver.v1.ControlService.UpdateDefaultConfig:input_type -> orbweaver.v1.UpdateDefaultConfigRequest
+	14, // 31: orbweaver.v1.ControlService.UploadPcap:input_type -> orbweaver.v1.UploadPcapRequest
+	17, // 32: orbweaver.v1.ControlService.ListUploads:input_type -> orbweaver.v1.ListUploadsRequest
+	3,  // 33: orbweaver.v1.ControlService.ListAgents:output_type -> orbweaver.v1.ListAgentsResponse
+	1,  // 34: orbweaver.v1.ControlService.GetAgent:output_type -> orbweaver.v1.Agent
+	1,  // 35: orbweaver.v1.ControlService.StartCapture:output_type -> orbweaver.v1.Agent
+	1,  // 36: orbweaver.v1.ControlService.StopCapture:output_type -> orbweaver.v1.Agent
+	8,  // 37: orbweaver.v1.ControlService.GetConfig:output_type -> orbweaver.v1.GetConfigResponse
+	10, // 38: orbweaver.v1.ControlService.UpdateConfig:output_type -> orbweaver.v1.UpdateConfigResponse
+	12, // 39: orbweaver.v1.ControlService.GetDefaultConfig:output_type -> orbweaver.v1.GetDefaultConfigResponse
+	12, // 40: orbweaver.v1.ControlService.UpdateDefaultConfig:output_type -> orbweaver.v1.GetDefaultConfigResponse
+	16, // 41: orbweaver.v1.ControlService.UploadPcap:output_type -> orbweaver.v1.UploadPcapResponse
+	19, // 42: orbweaver.v1.ControlService.ListUploads:output_type -> orbweaver.v1.ListUploadsResponse
+	33, // [33:43] is the sub-list for method output_type
+	23, // [23:33] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_orbweaver_v1_control_proto_init() }
