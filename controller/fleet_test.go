@@ -471,3 +471,56 @@ func TestAuthRefusals(t *testing.T) {
 		})
 	}
 }
+
+func TestUploadWithTheAgentCLI(t *testing.T) {
+	tokens, _, err := auth.EnsureTokens(filepath.Join(t.TempDir(), "tokens.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, _ := tokens.OperatorToken("admin")
+	viewer, _ := tokens.OperatorToken("viewer")
+	e := startController(t, pgtest.URL(t), "", withTokens(tokens))
+	bin := buildBinary(t, "agent/cmd/orbweaver-agent")
+	pcap := repoFile(t, "testdata/pcaps/http_keepalive.pcap")
+
+	out, err := exec.Command(bin, "--controller", e.addr, "--upload", pcap, "--name", "incident-42", "--token", viewer).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "PermissionDenied") {
+		t.Fatalf("upload with a viewer token: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "--controller", e.addr, "--upload", pcap, "--name", "incident-42", "--token", admin)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("upload: %v\n%s", err, stderr.String())
+	}
+	var resp struct {
+		AgentID string `json:"agentId"`
+		Calls   string `json:"calls"`
+		Packets string `json:"packets"`
+		Bytes   string `json:"bytes"`
+	}
+	if err := json.Unmarshal(stdout, &resp); err != nil {
+		t.Fatalf("%v: %s", err, stdout)
+	}
+	if resp.Calls != "30" || resp.Packets != "162" || resp.Bytes != "59944" {
+		t.Fatalf("upload response %s", stdout)
+	}
+	if !strings.Contains(stderr.String(), "uploaded 59944 of 59944 bytes (100%)") {
+		t.Errorf("no progress on stderr: %q", stderr.String())
+	}
+	if n := e.count(t, "agent_id = $1", resp.AgentID); n != 30 {
+		t.Fatalf("stored %d calls under the upload agent, want 30", n)
+	}
+	rc, _, err := newReflectClient(context.Background(), controlConn(t, e.addr, grpc.WithPerRPCCredentials(auth.BearerToken(viewer, false))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := mustCall(t, rc, "orbweaver.v1.ControlService/GetAgent", fmt.Sprintf(`{"agent":%q}`, resp.AgentID))
+	if !strings.Contains(a, `"name":"incident-42"`) || !strings.Contains(a, `"mode":"AGENT_MODE_UPLOAD"`) || !strings.Contains(a, `"state":"AGENT_STATE_STOPPED"`) {
+		t.Fatalf("upload agent: %s", a)
+	}
+	if u := mustCall(t, rc, "orbweaver.v1.ControlService/ListUploads", `{}`); !strings.Contains(u, `"state":"done"`) || !strings.Contains(u, `"callsStored":"30"`) {
+		t.Fatalf("ListUploads: %s", u)
+	}
+}

@@ -15,9 +15,11 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/orbweaver/orbweaver/agent"
 	"github.com/orbweaver/orbweaver/internal/auth"
@@ -47,6 +49,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		tlsCert       = fs.String("tls-cert", "", "client certificate (PEM) for mTLS")
 		tlsKey        = fs.String("tls-key", "", "client private key (PEM) for mTLS")
 		tlsServerName = fs.String("tls-server-name", "", "expected controller name in its certificate (default: from --controller)")
+		upload        = fs.String("upload", "", "stream this pcap/pcapng file to the controller, which decodes and stores it (needs an admin --token), then exit")
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -71,6 +74,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return offline(ctx, *file, *filter, *output, stdout, stderr)
+	}
+	if *upload != "" {
+		dial, err := dialOptions(*token, *tokenFile, *tlsCA, *tlsCert, *tlsKey, *tlsServerName)
+		if err != nil {
+			fmt.Fprintf(stderr, "orbweaver-agent: %v\n", err)
+			return 2
+		}
+		return uploadFile(ctx, *controller, *upload, *name, dial, stdout, stderr)
 	}
 	if *file == "" && *iface == "" {
 		fmt.Fprintln(stderr, "give --interface IFACE (live capture) or --file PATH (read a capture)")
@@ -120,6 +131,32 @@ func offline(ctx context.Context, file, filter, output string, stdout, stderr io
 	line, _ := json.Marshal(sum)
 	fmt.Fprintln(stderr, string(line))
 	if err != nil && !errors.Is(err, context.Canceled) {
+		return 1
+	}
+	return 0
+}
+
+func uploadFile(ctx context.Context, controller, path, name string, dial []grpc.DialOption, stdout, stderr io.Writer) int {
+	conn, err := grpc.NewClient(controller, dial...)
+	if err != nil {
+		fmt.Fprintf(stderr, "orbweaver-agent: %v\n", err)
+		return 1
+	}
+	defer conn.Close()
+	last := time.Now()
+	resp, err := agent.Upload(ctx, conn, path, name, func(sent, total int64) {
+		if time.Since(last) >= time.Second || sent == total {
+			last = time.Now()
+			fmt.Fprintf(stderr, "uploaded %d of %d bytes (%.0f%%)\n", sent, total, 100*float64(sent)/float64(max(total, 1)))
+		}
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "orbweaver-agent: %v\n", err)
+		return 1
+	}
+	line, _ := protojson.Marshal(resp)
+	fmt.Fprintln(stdout, string(line))
+	if resp.GetError() != "" {
 		return 1
 	}
 	return 0
