@@ -97,7 +97,12 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}()
 		dbURL = cluster.URL()
-		log.Info("embedded PostgreSQL ready", "url", redactURL(dbURL))
+		urlFile := filepath.Join(cfg.DataDir, "database-url")
+		if err := os.WriteFile(urlFile, []byte(dbURL+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write %s: %w", urlFile, err)
+		}
+		defer os.Remove(urlFile)
+		log.Info("embedded PostgreSQL ready", "url", redactURL(dbURL), "url_file", urlFile)
 	}
 
 	st, err := store.Open(ctx, dbURL, log)

@@ -1,0 +1,190 @@
+package querybuilder
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden.sql")
+
+var tr = TimeRange{
+	From: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC),
+	To:   time.Date(2026, 11, 20, 11, 0, 0, 0, time.UTC),
+}
+
+func ms(v float64) *float64 { return &v }
+
+// golden renders a statement as the SQL followed by its arguments, one per
+// comment line, and compares it with testdata/<name>.golden.sql.
+func golden(t *testing.T, name string, st Statement) {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString(st.SQL)
+	b.WriteString(";\n")
+	for i, a := range st.Args {
+		v := fmt.Sprint(a)
+		if tm, ok := a.(time.Time); ok {
+			v = tm.Format(time.RFC3339Nano)
+		}
+		fmt.Fprintf(&b, "-- $%d (%T) = %s\n", i+1, a, v)
+	}
+	fmt.Fprintf(&b, "-- limit %d, capped %t\n", st.Limit, st.Capped)
+	path := filepath.Join("testdata", name+".golden.sql")
+	if *update {
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got := b.String(); got != string(want) {
+		t.Errorf("%s differs from the golden file (go test -update rewrites it):\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func TestGolden(t *testing.T) {
+	allFilters := Filters{
+		AgentID:       "6F1C1A8E-3B2D-4C5E-9F10-112233445566",
+		ClientIP:      "10.0.0.0/8",
+		ClientPort:    40000,
+		ServerIP:      "::ffff:192.168.1.10",
+		ServerPort:    8080,
+		ServerName:    "orders.internal",
+		Method:        "post",
+		PathPrefix:    "/api/",
+		PathRegex:     "^/api/v[0-9]+/orders",
+		Search:        "Order",
+		Status:        503,
+		StatusClass:   "5xx",
+		MinDurationMs: ms(1.5),
+		MaxDurationMs: ms(2000),
+	}
+	tests := []struct {
+		name  string
+		build func() (Statement, error)
+	}{
+		{"calls_default", func() (Statement, error) { return Calls(Query{}, tr) }},
+		{"calls_all_filters", func() (Statement, error) {
+			return Calls(Query{Filters: allFilters, Sort: "duration_desc", Limit: 50}, tr)
+		}},
+		{"calls_limit_capped", func() (Statement, error) {
+			return Calls(Query{Format: "logs", Sort: "time_asc", Limit: 10_000_000, Filters: Filters{StatusClass: "none"}}, tr)
+		}},
+		{"stats_rate", func() (Statement, error) { return Stats(Query{QueryType: TypeStats}, tr, time.Minute, Postgres) }},
+		{"stats_grouped", func() (Statement, error) {
+			return Stats(Query{
+				Metrics: []string{"rate", "error_rate", "p50", "p90", "p95", "p99", "bytes"},
+				GroupBy: []string{"server", "method", "server"},
+				TopN:    5,
+				Filters: Filters{PathPrefix: "/api"},
+			}, tr, 30*time.Second, Postgres)
+		}},
+		{"stats_grouped_timescaledb", func() (Statement, error) {
+			return Stats(Query{Metrics: []string{"p95"}, GroupBy: []string{"client", "status", "agent", "host"}}, tr, time.Millisecond, TimescaleDB)
+		}},
+		{"service_map_edges", func() (Statement, error) {
+			return ServiceMapEdges(Query{Filters: Filters{Method: "GET"}, Limit: 5000}, tr)
+		}},
+		{"service_map_nodes", func() (Statement, error) {
+			return ServiceMapNodes(Query{}, tr, []string{"10.0.0.1", "10.0.0.2"})
+		}},
+		{"call_tree", func() (Statement, error) { return CallTree(Query{CallID: "42", MaxDepth: 3}, tr) }},
+		{"call_tree_trace_id", func() (Statement, error) {
+			return CallTree(Query{TraceID: "0AF7651916CD43DD8448EB211C80319C"}, tr)
+		}},
+		{"concurrent", func() (Statement, error) { return Concurrent(Query{CallID: "42"}, tr) }},
+		{"agents", func() (Statement, error) { return Agents(Query{}, tr) }},
+		{"values_servers", func() (Statement, error) { return Values(ValuesServers, tr) }},
+		{"heartbeats", func() (Statement, error) {
+			return Heartbeats(Query{Filters: Filters{AgentID: "6f1c1a8e-3b2d-4c5e-9f10-112233445566"}}, tr)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := tt.build()
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, tt.name, st)
+		})
+	}
+}
+
+func TestInvalid(t *testing.T) {
+	tests := []struct {
+		name  string
+		build func() (Statement, error)
+		want  string
+	}{
+		{"empty range", func() (Statement, error) { return Calls(Query{}, TimeRange{From: tr.To, To: tr.From}) }, "time range"},
+		{"bad agent", func() (Statement, error) { return Calls(Query{Filters: Filters{AgentID: "x' OR 1=1"}}, tr) }, "not a UUID"},
+		{"bad ip", func() (Statement, error) { return Calls(Query{Filters: Filters{ServerIP: "1.2.3.4'; --"}}, tr) }, "not an IP address"},
+		{"bad port", func() (Statement, error) { return Calls(Query{Filters: Filters{ServerPort: 70000}}, tr) }, "not a port"},
+		{"bad status", func() (Statement, error) { return Calls(Query{Filters: Filters{Status: 42}}, tr) }, "not an HTTP status"},
+		{"bad status class", func() (Statement, error) { return Calls(Query{Filters: Filters{StatusClass: "6xx"}}, tr) }, "status class"},
+		{"bad sort", func() (Statement, error) { return Calls(Query{Sort: "path; DROP TABLE agents"}, tr) }, "sort"},
+		{"bad format", func() (Statement, error) { return Calls(Query{Format: "csv"}, tr) }, "format"},
+		{"bad metric", func() (Statement, error) {
+			return Stats(Query{Metrics: []string{"count(*)); --"}}, tr, time.Minute, Postgres)
+		}, "metric"},
+		{"bad group by", func() (Statement, error) {
+			return Stats(Query{GroupBy: []string{"path"}}, tr, time.Minute, Postgres)
+		}, "group by"},
+		{"no call id", func() (Statement, error) { return CallTree(Query{}, tr) }, "a call id or a trace id is required"},
+		{"bad trace id", func() (Statement, error) { return CallTree(Query{TraceID: "' OR 1=1 --"}, tr) }, "not 32 hexadecimal digits"},
+		{"unknown values", func() (Statement, error) { return Values("passwords", tr) }, "values of"},
+		{"bad call id", func() (Statement, error) { return Concurrent(Query{CallID: "1 OR 1=1"}, tr) }, "positive integer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := tt.build()
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want ErrInvalid containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestValuesOnlyInArgs checks that text filters reach the statement as bind
+// parameters and never as SQL text.
+func TestValuesOnlyInArgs(t *testing.T) {
+	evil := `x'; DROP TABLE http_calls; --`
+	st, err := Calls(Query{Filters: Filters{ServerName: evil, Method: evil, PathPrefix: evil, PathRegex: evil, Search: evil}}, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(st.SQL, "DROP") || strings.Contains(strings.ToUpper(st.SQL), "X'") {
+		t.Fatalf("a filter value leaked into the SQL:\n%s", st.SQL)
+	}
+	n := 0
+	for _, a := range st.Args {
+		if s, ok := a.(string); ok && strings.Contains(strings.ToUpper(s), "DROP TABLE") {
+			n++
+		}
+	}
+	if n != 5 {
+		t.Fatalf("%d args carry the value, want 5: %v", n, st.Args)
+	}
+}
+
+func TestParse(t *testing.T) {
+	q, err := Parse([]byte(`{"refId":"A","queryType":"calls","serverIp":"10.0.0.1","serverPort":80,"minDurationMs":2.5,"metrics":["p95"],"limit":10}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.QueryType != TypeCalls || q.ServerIP != "10.0.0.1" || q.ServerPort != 80 || *q.MinDurationMs != 2.5 || q.Limit != 10 || q.Metrics[0] != "p95" {
+		t.Fatalf("Parse = %+v", q)
+	}
+	if _, err := Parse([]byte(`{"serverPort":"80"}`)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Parse with a string port: err = %v, want ErrInvalid", err)
+	}
+}

@@ -1,0 +1,19 @@
+SELECT host(client_ip) AS source,
+  host(server_ip) AS target,
+  count(*) AS calls,
+  count(*) FILTER (WHERE (status IS NULL OR status >= 500)) AS errors,
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_us / 1000.0) AS p95_ms
+FROM http_calls
+WHERE time >= $1
+  AND time < $2
+  AND method = $3
+  AND client_ip IS NOT NULL
+  AND server_ip IS NOT NULL
+GROUP BY client_ip, server_ip
+ORDER BY calls DESC, source, target
+LIMIT $4;
+-- $1 (time.Time) = 2026-11-20T10:00:00Z
+-- $2 (time.Time) = 2026-11-20T11:00:00Z
+-- $3 (string) = GET
+-- $4 (int64) = 700
+-- limit 700, capped true

@@ -1,0 +1,53 @@
+package querybuilder
+
+// Value kinds for editor drop-downs and template variables.
+const (
+	ValuesAgents  = "agents"
+	ValuesServers = "servers"
+	ValuesMethods = "methods"
+	ValuesStatus  = "statuses"
+)
+
+// MaxValues bounds every list of values.
+const MaxValues = 500
+
+// Values selects the distinct values of one kind seen in tr, the most
+// frequent first, at most MaxValues: columns value (what a filter takes)
+// and text (what a person reads).
+func Values(kind string, tr TimeRange) (Statement, error) {
+	if err := tr.validate(); err != nil {
+		return Statement{}, err
+	}
+	var p params
+	from, to := p.arg(tr.From), p.arg(tr.To)
+	var sql string
+	switch kind {
+	case ValuesAgents:
+		sql = `SELECT id::text AS value, coalesce(nullif(name, ''), id::text) AS text
+FROM agents
+WHERE last_seen >= ` + from + ` AND first_seen < ` + to + `
+ORDER BY text, value`
+	case ValuesServers:
+		sql = `SELECT host(server_ip) || ':' || server_port AS value, host(server_ip) || ':' || server_port AS text
+FROM http_calls
+WHERE time >= ` + from + ` AND time < ` + to + ` AND server_ip IS NOT NULL
+GROUP BY server_ip, server_port
+ORDER BY count(*) DESC, value`
+	case ValuesMethods:
+		sql = `SELECT method AS value, method AS text
+FROM http_calls
+WHERE time >= ` + from + ` AND time < ` + to + ` AND method IS NOT NULL AND method <> ''
+GROUP BY method
+ORDER BY count(*) DESC, value`
+	case ValuesStatus:
+		sql = `SELECT status::text AS value, status::text AS text
+FROM http_calls
+WHERE time >= ` + from + ` AND time < ` + to + ` AND status IS NOT NULL
+GROUP BY status
+ORDER BY status`
+	default:
+		return Statement{}, invalid("values of %q: want one of agents, servers, methods, statuses", kind)
+	}
+	sql += "\nLIMIT " + p.arg(int64(MaxValues))
+	return Statement{SQL: sql, Args: p.args, Limit: MaxValues}, nil
+}

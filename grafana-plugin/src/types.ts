@@ -1,0 +1,89 @@
+import { DataSourceJsonData } from '@grafana/data';
+import { DataQuery } from '@grafana/schema';
+
+/** Query types, the values of OrbweaverQuery.queryType (see pkg/querybuilder). */
+export type QueryType = 'calls' | 'stats' | 'serviceMap' | 'callTree' | 'concurrent' | 'agents';
+
+export const QUERY_TYPES: Array<{ value: QueryType; label: string; description: string }> = [
+  { value: 'calls', label: 'Calls', description: 'Captured calls as a table or log lines' },
+  { value: 'stats', label: 'Stats', description: 'Rate, errors, latency percentiles and bytes over time' },
+  { value: 'serviceMap', label: 'Service map', description: 'Who calls whom (node graph)' },
+  { value: 'callTree', label: 'Call tree', description: 'One call and the calls it caused (trace view)' },
+  {
+    value: 'concurrent',
+    label: 'Concurrent calls',
+    description: 'Calls to the same server ip:port overlapping one call',
+  },
+  { value: 'agents', label: 'Agents', description: 'Agents and their heartbeats' },
+];
+
+export const METRICS = ['rate', 'error_rate', 'p50', 'p90', 'p95', 'p99', 'bytes'] as const;
+export const DIMENSIONS = ['server', 'client', 'host', 'method', 'status', 'agent'] as const;
+export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'none'] as const;
+export const SORTS = ['time_desc', 'time_asc', 'duration_desc', 'duration_asc'] as const;
+
+/** Defaults the backend applies too; shown in the editor so limits are visible. */
+export const DEFAULT_CALLS_LIMIT = 1000;
+export const DEFAULT_TOP_N = 10;
+export const DEFAULT_SERVICE_MAP_EDGES = 200;
+export const DEFAULT_TREE_DEPTH = 5;
+
+/** The query model, shared with the backend (pkg/querybuilder.Query). */
+export interface OrbweaverQuery extends DataQuery {
+  queryType?: QueryType;
+
+  // Filters (calls, stats, service map).
+  agentId?: string;
+  clientIp?: string;
+  clientPort?: number;
+  serverIp?: string;
+  serverPort?: number;
+  serverName?: string;
+  method?: string;
+  pathPrefix?: string;
+  pathRegex?: string;
+  search?: string;
+  status?: number;
+  statusClass?: string;
+  minDurationMs?: number;
+  maxDurationMs?: number;
+
+  // Calls.
+  format?: 'table' | 'logs';
+  sort?: string;
+  limit?: number;
+
+  // Stats.
+  metrics?: string[];
+  groupBy?: string[];
+  topN?: number;
+
+  // Call tree and concurrent calls.
+  callId?: string;
+  /** Call tree root when callId is empty: the first call carrying this W3C trace id. */
+  traceId?: string;
+  maxDepth?: number;
+
+  // Agents.
+  agentView?: 'table' | 'heartbeats';
+}
+
+export const DEFAULT_QUERY: Partial<OrbweaverQuery> = {
+  queryType: 'calls',
+  format: 'table',
+  sort: 'time_desc',
+  limit: DEFAULT_CALLS_LIMIT,
+};
+
+/** Non-secret settings, named like Grafana's PostgreSQL datasource. */
+export interface OrbweaverOptions extends DataSourceJsonData {
+  database?: string;
+  sslmode?: string;
+  queryTimeoutSeconds?: number;
+  maxOpenConns?: number;
+}
+
+/** Secret settings: sent to the backend only. */
+export interface OrbweaverSecureJsonData {
+  password?: string;
+}
