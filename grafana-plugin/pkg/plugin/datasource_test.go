@@ -404,7 +404,7 @@ func TestCheckHealth(t *testing.T) {
 	})
 	t.Run("no read permission", func(t *testing.T) {
 		e := newEnv(t, true)
-		admin(t, e.adminURL, "REVOKE SELECT ON http_calls FROM "+e.settings.User)
+		admin(t, e.adminURL, "REVOKE SELECT ON http_calls FROM orbweaver_reader") // this database only
 		res := e.health(t)
 		if res.Status != backend.HealthStatusError || !strings.Contains(res.Message, "may not read the Orbweaver tables") {
 			t.Fatalf("health = %v %q", res.Status, res.Message)

@@ -75,8 +75,7 @@ func newEnv(t *testing.T, fill bool) *env {
 	n := roleSeq.Add(1)
 	role := fmt.Sprintf("grafana_ro_%d", n)
 	admin(t, dbURL,
-		"CREATE ROLE "+role+" LOGIN PASSWORD 'ro-secret'",
-		"GRANT SELECT ON ALL TABLES IN SCHEMA public TO "+role)
+		"CREATE ROLE "+role+" LOGIN PASSWORD 'ro-secret' IN ROLE orbweaver_reader")
 	s := backend.DataSourceInstanceSettings{
 		// A datasource per test: the instance manager caches by UID.
 		ID: n, UID: fmt.Sprintf("orbweaver-uid-%d", n), Name: "Orbweaver", Updated: time.Now(),
