@@ -556,16 +556,7 @@ func TestInvalidConfigUpdateChangesNothing(t *testing.T) {
 func TestControllerCrashResend(t *testing.T) {
 	dbURL := pgtest.URL(t)
 	dir := t.TempDir()
-	pcap := filepath.Join(dir, "volume.pcap")
-	f, err := os.Create(pcap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum, err := pcapgen.GenerateHTTP(f, pcapgen.VolumeSpec{Connections: 400, ExchangesPerConn: 50, Seed: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	pcap, sum := volumePcap(t, pcapgen.VolumeSpec{Connections: 400, ExchangesPerConn: 50, Seed: 7})
 
 	bin := buildController(t)
 	port := freePort(t)
@@ -663,4 +654,20 @@ func mustPool(t *testing.T, url string) *pgxpool.Pool {
 	}
 	t.Cleanup(p.Close)
 	return p
+}
+
+// volumePcap writes a generated capture into a temporary directory.
+func volumePcap(t *testing.T, spec pcapgen.VolumeSpec) (string, pcapgen.Summary) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "volume.pcap")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sum, err := pcapgen.GenerateHTTP(f, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, sum
 }

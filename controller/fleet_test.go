@@ -313,16 +313,7 @@ func TestAgentStatusTransitions(t *testing.T) {
 func TestPostgresRestartExactlyOnce(t *testing.T) {
 	dbURL := pgtest.URL(t)
 	e := startController(t, dbURL, "")
-	pcap := filepath.Join(t.TempDir(), "volume.pcap")
-	f, err := os.Create(pcap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum, err := pcapgen.GenerateHTTP(f, pcapgen.VolumeSpec{Connections: 400, ExchangesPerConn: 50, Seed: 11})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	pcap, sum := volumePcap(t, pcapgen.VolumeSpec{Connections: 400, ExchangesPerConn: 50, Seed: 11})
 	r := startAgent(t, agent.Config{Controller: e.addr, Name: "pg", File: pcap, ExitWhenDone: true})
 	waitFor(t, 60*time.Second, "first calls stored", func() bool { return e.count(t, "") > 0 })
 	if err := pgtest.Cluster(t).Restart(context.Background()); err != nil {
