@@ -16,6 +16,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/orbweaver/orbweaver/agent/capture"
@@ -57,6 +58,10 @@ type Config struct {
 	Pipeline pipeline.Config
 	// MetricsListen, when set, serves Prometheus /metrics there.
 	MetricsListen string
+	// Keepalive is how long the stream may stay silent before the agent
+	// pings the controller (default 20 s; the controller refuses pings
+	// more often than every 5 s).
+	Keepalive time.Duration
 }
 
 // Agent is a running agent. Build it with New, then Run it.
@@ -154,6 +159,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if len(opts) == 0 {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
+	// Ping the controller when the stream is quiet so that a silent network
+	// cut (no RST) is noticed and the agent reconnects instead of waiting
+	// for TCP to give up. The controller permits pings every 5 s.
+	ka := a.cfg.Keepalive
+	if ka <= 0 {
+		ka = 20 * time.Second
+	}
+	opts = append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: ka, Timeout: ka / 2, PermitWithoutStream: true}))
 	conn, err := grpc.NewClient(a.cfg.Controller, opts...)
 	if err != nil {
 		return fmt.Errorf("controller %q: %w", a.cfg.Controller, err)
