@@ -334,7 +334,20 @@ func (a *Agent) applyConfig(u *orbweaverv1.ConfigUpdate) *orbweaverv1.ConfigAck 
 		a.kick()
 	}
 	a.log.Info("config applied", "version", u.GetVersion(), "restart_capture", restart)
-	return &orbweaverv1.ConfigAck{Version: u.GetVersion()}
+	return &orbweaverv1.ConfigAck{Version: u.GetVersion(), Effective: a.effective(next)}
+}
+
+// effective is cfg with the agent's own choices filled in: what it really
+// runs with.
+func (a *Agent) effective(cfg *orbweaverv1.AgentConfig) *orbweaverv1.AgentConfig {
+	out := proto.Clone(cfg).(*orbweaverv1.AgentConfig)
+	file, iface := a.sourceOf(out.GetCapture())
+	if file != "" {
+		out.Capture.Mode, out.Capture.FilePath = "file", file
+	} else {
+		out.Capture.Mode, out.Capture.Interface = "interface", iface
+	}
+	return out
 }
 
 func compileFilter(expr string, snaplen int) error {

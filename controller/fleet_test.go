@@ -40,7 +40,12 @@ type configView struct {
 			BatchMaxCalls int `json:"batchMaxCalls"`
 		} `json:"shipping"`
 	} `json:"config"`
-	Fields []struct{ Path, Value, Source string } `json:"fields"`
+	Fields   []struct{ Path, Value, Source string } `json:"fields"`
+	Reported struct {
+		Capture struct {
+			Mode, FilePath, BpfFilter string
+		} `json:"capture"`
+	} `json:"reported"`
 }
 
 func (c configView) field(path string) string {
@@ -116,6 +121,10 @@ func TestConfigDefaultsOverridesAndProvenance(t *testing.T) {
 			t.Errorf("%s: version %s, batch %q, filter %q, snaplen %q, apply error %q; want %+v",
 				n, v.Version, v.field("shipping.batch_max_calls"), v.field("capture.bpf_filter"), v.field("capture.snaplen"), v.ApplyError, w)
 		}
+	}
+	// The agent reports what it runs with: its mode and file come from its flags.
+	if rep := getConfig(t, rc, "a2").Reported.Capture; rep.Mode != "file" || rep.FilePath != pcap || rep.BpfFilter != "tcp" {
+		t.Errorf("a2 reported capture config %+v", rep)
 	}
 	if got := getConfig(t, rc, "a3").Config.Shipping.BatchMaxCalls; got != 7 {
 		t.Errorf("a3 effective batch_max_calls = %d, want its override 7", got)

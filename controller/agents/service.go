@@ -21,7 +21,7 @@ import (
 type Store interface {
 	UpsertAgent(ctx context.Context, h *orbweaverv1.Hello, now time.Time) (store.Agent, error)
 	EnsureAgentConfig(ctx context.Context, id string) (store.ConfigChange, error)
-	AckAgentConfig(ctx context.Context, id string, version uint64, applyError string) error
+	AckAgentConfig(ctx context.Context, id string, version uint64, applyError string, reported *orbweaverv1.AgentConfig) error
 	SetAgentState(ctx context.Context, id, state, reason string, lastSeen time.Time) error
 	InsertHeartbeat(ctx context.Context, agentID string, hb *orbweaverv1.Heartbeat, at time.Time) error
 	InsertCallBatch(ctx context.Context, b *orbweaverv1.CallBatch) (store.BatchResult, error)
@@ -200,7 +200,7 @@ func (s *Service) receive(ctx context.Context, stream orbweaverv1.AgentService_C
 			if ack.GetError() != "" {
 				log.Warn("agent rejected its config", "version", ack.GetVersion(), "reason", ack.GetError())
 			}
-			if err := s.store.AckAgentConfig(ctx, sess.agentID, ack.GetVersion(), ack.GetError()); err != nil {
+			if err := s.store.AckAgentConfig(ctx, sess.agentID, ack.GetVersion(), ack.GetError(), ack.GetEffective()); err != nil {
 				log.Warn("store config ack", "err", err)
 			}
 		case *orbweaverv1.AgentMessage_CallBatch:

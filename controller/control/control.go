@@ -139,6 +139,7 @@ func (s *Service) GetConfig(ctx context.Context, req *orbweaverv1.GetConfigReque
 		AckedVersion: r.AckedConfigVersion,
 		Fields:       agentconfig.Fields(defaults, r.Overrides),
 		ApplyError:   r.ApplyError,
+		Reported:     r.ReportedConfig,
 	}, nil
 }
 

@@ -42,6 +42,9 @@ type Agent struct {
 	ApplyError         string
 	// Overrides are the fields set for this agent alone.
 	Overrides agentconfig.Layer
+	// ReportedConfig is what the agent said it runs with at its last
+	// acknowledgement (nil before the first).
+	ReportedConfig *orbweaverv1.AgentConfig
 	// PreviousBoot is how the agent's previous process ended, nil when
 	// the agent never said.
 	PreviousBoot *orbweaverv1.PreviousBoot
@@ -61,7 +64,7 @@ const agentSelect = `SELECT a.id::text, a.name, a.hostname, a.version, COALESCE(
 	COALESCE(a.boot_id::text, ''), a.first_seen, a.last_seen, a.capture_requested, a.state, a.state_reason,
 	c.config, COALESCE(c.version, 0), COALESCE(c.acked_version, 0), COALESCE(c.apply_error, ''), c.overrides,
 	a.previous_boot_id::text, a.previous_calls_captured, a.previous_calls_acked, a.previous_unacked_calls,
-	a.previous_queue_drops, a.previous_as_of, a.previous_clean_exit
+	a.previous_queue_drops, a.previous_as_of, a.previous_clean_exit, c.reported
 	FROM agents a LEFT JOIN agent_configs c ON c.agent_id = a.id`
 
 // UpsertAgent records an agent's Hello at now: a new agent is inserted
@@ -168,11 +171,12 @@ func (s *Store) queryAgents(ctx context.Context, sql string, args ...any) ([]Age
 			prevUnacked, prevDrops    *int64
 			prevAsOf                  *time.Time
 			prevClean                 *bool
+			reported                  []byte
 		)
 		if err := rows.Scan(&a.ID, &a.Name, &a.Hostname, &a.Version, &a.Mode, &ifaces, &a.BootID,
 			&a.FirstSeen, &a.LastSeen, &a.CaptureRequested, &a.State, &a.StateReason,
 			&config, &version, &acked, &a.ApplyError, &overrides,
-			&prevID, &prevCaptured, &prevAcked, &prevUnacked, &prevDrops, &prevAsOf, &prevClean); err != nil {
+			&prevID, &prevCaptured, &prevAcked, &prevUnacked, &prevDrops, &prevAsOf, &prevClean, &reported); err != nil {
 			return nil, err
 		}
 		a.FirstSeen, a.LastSeen = a.FirstSeen.UTC(), a.LastSeen.UTC()
@@ -184,6 +188,12 @@ func (s *Store) queryAgents(ctx context.Context, sql string, args ...any) ([]Age
 			a.Config = &orbweaverv1.AgentConfig{}
 			if err := protojson.Unmarshal(config, a.Config); err != nil {
 				return nil, fmt.Errorf("agent %s: config: %w", a.ID, err)
+			}
+		}
+		if reported != nil {
+			a.ReportedConfig = &orbweaverv1.AgentConfig{}
+			if err := protojson.Unmarshal(reported, a.ReportedConfig); err != nil {
+				return nil, fmt.Errorf("agent %s: reported config: %w", a.ID, err)
 			}
 		}
 		if prevID != nil {
@@ -299,7 +309,7 @@ func (s *Store) SaveAgentConfig(ctx context.Context, id string, cfg *orbweaverv1
 // applyError is "" when it applied it. An answer older than the last one
 // recorded is ignored. Errors wrap ErrNotFound when the agent has no
 // config; answering a version never saved is an error.
-func (s *Store) AckAgentConfig(ctx context.Context, id string, version uint64, applyError string) error {
+func (s *Store) AckAgentConfig(ctx context.Context, id string, version uint64, applyError string, reported *orbweaverv1.AgentConfig) error {
 	uid, err := uuid.Parse(id)
 	if err != nil {
 		return fmt.Errorf("store: ack config: agent %q: %w", id, ErrNotFound)
@@ -307,14 +317,23 @@ func (s *Store) AckAgentConfig(ctx context.Context, id string, version uint64, a
 	if version > math.MaxInt64 {
 		return fmt.Errorf("store: ack config: agent %s: version %d out of range", id, version)
 	}
+	var rep *string
+	if reported != nil {
+		b, err := jsonOptions.Marshal(reported)
+		if err != nil {
+			return fmt.Errorf("store: ack config: agent %s: reported config: %w", id, err)
+		}
+		str := string(b)
+		rep = &str
+	}
 	var current int64
 	err = s.pool.QueryRow(ctx, `WITH updated AS (
-			UPDATE agent_configs SET acked_version = $2, apply_error = $3
+			UPDATE agent_configs SET acked_version = $2, apply_error = $3, reported = COALESCE($4, reported)
 			WHERE agent_id = $1 AND version >= $2 AND acked_version <= $2
 			RETURNING version)
 		SELECT version FROM updated
 		UNION ALL SELECT version FROM agent_configs WHERE agent_id = $1 AND NOT EXISTS (SELECT 1 FROM updated)`,
-		uid, int64(version), text(applyError)).Scan(&current)
+		uid, int64(version), text(applyError), rep).Scan(&current)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("store: ack config: agent %s: %w", id, ErrNotFound)
 	}

@@ -198,7 +198,7 @@ func TestAgentNotFound(t *testing.T) {
 		{"SetAgentState", func() error { return s.SetAgentState(ctx, missing, "stopped", "", time.Now()) }},
 		{"SetCaptureRequested", func() error { return s.SetCaptureRequested(ctx, missing, true) }},
 		{"SaveAgentConfig", func() error { _, err := s.SaveAgentConfig(ctx, missing, testConfig("")); return err }},
-		{"AckAgentConfig", func() error { return s.AckAgentConfig(ctx, missing, 1, "") }},
+		{"AckAgentConfig", func() error { return s.AckAgentConfig(ctx, missing, 1, "", nil) }},
 	}
 	for _, tt := range tests {
 		if err := tt.do(); !errors.Is(err, store.ErrNotFound) {
@@ -216,7 +216,7 @@ func TestAgentConfigVersions(t *testing.T) {
 	if _, err := s.UpsertAgent(ctx, hello(agentA, "web"), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AckAgentConfig(ctx, agentA, 1, ""); !errors.Is(err, store.ErrNotFound) {
+	if err := s.AckAgentConfig(ctx, agentA, 1, "", nil); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("ack without config: %v", err)
 	}
 	type state struct {
@@ -233,10 +233,10 @@ func TestAgentConfigVersions(t *testing.T) {
 		{"save 1", save(s, "port 80", 1), "", state{1, 0, "", "port 80"}},
 		{"save 2", save(s, "port 81", 2), "", state{2, 0, "", "port 81"}},
 		{"save 3", save(s, "port 82", 3), "", state{3, 0, "", "port 82"}},
-		{"ack 2 with error", func() error { return s.AckAgentConfig(ctx, agentA, 2, "bad filter") }, "", state{3, 2, "bad filter", "port 82"}},
-		{"stale ack 1 ignored", func() error { return s.AckAgentConfig(ctx, agentA, 1, "") }, "", state{3, 2, "bad filter", "port 82"}},
-		{"ack 3 applied", func() error { return s.AckAgentConfig(ctx, agentA, 3, "") }, "", state{3, 3, "", "port 82"}},
-		{"ack of a version never saved", func() error { return s.AckAgentConfig(ctx, agentA, 4, "") },
+		{"ack 2 with error", func() error { return s.AckAgentConfig(ctx, agentA, 2, "bad filter", nil) }, "", state{3, 2, "bad filter", "port 82"}},
+		{"stale ack 1 ignored", func() error { return s.AckAgentConfig(ctx, agentA, 1, "", nil) }, "", state{3, 2, "bad filter", "port 82"}},
+		{"ack 3 applied", func() error { return s.AckAgentConfig(ctx, agentA, 3, "", nil) }, "", state{3, 3, "", "port 82"}},
+		{"ack of a version never saved", func() error { return s.AckAgentConfig(ctx, agentA, 4, "", nil) },
 			"store: ack config: agent " + agentA + ": version 4 was never saved (latest 3)", state{3, 3, "", "port 82"}},
 		{"save 4 keeps the ack", save(s, "port 83", 4), "", state{4, 3, "", "port 83"}},
 	}

@@ -20,7 +20,7 @@ func TestMigrateIdempotent(t *testing.T) {
 	}
 	equalStrings(t, "schema_migrations",
 		queryStrings(t, s, "SELECT version || ' ' || name || ' ' || (applied_at IS NOT NULL) FROM schema_migrations ORDER BY version"),
-		[]string{"1 timescaledb true", "2 agents true", "3 agent_heartbeats true", "4 http_calls true", "5 ingested_batches true", "6 config_layers true", "7 http_call_fields true", "8 agent_previous_boot true", "9 reader_role true"})
+		[]string{"1 timescaledb true", "2 agents true", "3 agent_heartbeats true", "4 http_calls true", "5 ingested_batches true", "6 config_layers true", "7 http_call_fields true", "8 agent_previous_boot true", "9 reader_role true", "10 reported_config true"})
 	equalStrings(t, "tables",
 		queryStrings(t, s, `SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
 			AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1`),
@@ -106,8 +106,8 @@ func TestMigrateConcurrentOpen(t *testing.T) {
 		}
 	}
 	s := openURL(t, url)
-	equalStrings(t, "versions", queryStrings(t, s, "SELECT version::text FROM schema_migrations ORDER BY 1"),
-		[]string{"1", "2", "3", "4", "5", "6", "7", "8", "9"})
+	equalStrings(t, "versions", queryStrings(t, s, "SELECT version::text FROM schema_migrations ORDER BY schema_migrations.version"),
+		[]string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"})
 }
 
 func TestPartitionRouting(t *testing.T) {

@@ -866,7 +866,11 @@ type ConfigAck struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Version uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	// Empty when the config was applied.
-	Error         string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// What the agent runs with after applying it: the pushed config with the
+	// agent's own choices filled in (interface and filter from its flags
+	// when the config leaves them empty, its mode).
+	Effective     *AgentConfig `protobuf:"bytes,3,opt,name=effective,proto3" json:"effective,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -913,6 +917,13 @@ func (x *ConfigAck) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *ConfigAck) GetEffective() *AgentConfig {
+	if x != nil {
+		return x.Effective
+	}
+	return nil
 }
 
 type Welcome struct {
@@ -1214,10 +1225,11 @@ const file_orbweaver_v1_agent_proto_rawDesc = "" +
 	"\x0ecalls_captured\x18\x15 \x01(\x04R\rcallsCaptured\x1aE\n" +
 	"\x17QueueDropsByReasonEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\";\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"t\n" +
 	"\tConfigAck\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"W\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x127\n" +
+	"\teffective\x18\x03 \x01(\v2\x19.orbweaver.v1.AgentConfigR\teffective\"W\n" +
 	"\aWelcome\x12\x18\n" +
 	"\acapture\x18\x01 \x01(\bR\acapture\x122\n" +
 	"\x06config\x18\x02 \x01(\v2\x1a.orbweaver.v1.ConfigUpdateR\x06config\"[\n" +
@@ -1288,16 +1300,17 @@ var file_orbweaver_v1_agent_proto_depIdxs = []int32{
 	4,  // 9: orbweaver.v1.Hello.interfaces:type_name -> orbweaver.v1.NetworkInterface
 	6,  // 10: orbweaver.v1.Hello.previous_boot:type_name -> orbweaver.v1.PreviousBoot
 	13, // 11: orbweaver.v1.Heartbeat.queue_drops_by_reason:type_name -> orbweaver.v1.Heartbeat.QueueDropsByReasonEntry
-	10, // 12: orbweaver.v1.Welcome.config:type_name -> orbweaver.v1.ConfigUpdate
-	15, // 13: orbweaver.v1.ConfigUpdate.config:type_name -> orbweaver.v1.AgentConfig
-	1,  // 14: orbweaver.v1.Command.kind:type_name -> orbweaver.v1.Command.Kind
-	2,  // 15: orbweaver.v1.AgentService.Connect:input_type -> orbweaver.v1.AgentMessage
-	3,  // 16: orbweaver.v1.AgentService.Connect:output_type -> orbweaver.v1.ControllerMessage
-	16, // [16:17] is the sub-list for method output_type
-	15, // [15:16] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	15, // 12: orbweaver.v1.ConfigAck.effective:type_name -> orbweaver.v1.AgentConfig
+	10, // 13: orbweaver.v1.Welcome.config:type_name -> orbweaver.v1.ConfigUpdate
+	15, // 14: orbweaver.v1.ConfigUpdate.config:type_name -> orbweaver.v1.AgentConfig
+	1,  // 15: orbweaver.v1.Command.kind:type_name -> orbweaver.v1.Command.Kind
+	2,  // 16: orbweaver.v1.AgentService.Connect:input_type -> orbweaver.v1.AgentMessage
+	3,  // 17: orbweaver.v1.AgentService.Connect:output_type -> orbweaver.v1.ControllerMessage
+	17, // [17:18] is the sub-list for method output_type
+	16, // [16:17] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_orbweaver_v1_agent_proto_init() }

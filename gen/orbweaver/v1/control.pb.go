@@ -520,7 +520,10 @@ type GetConfigResponse struct {
 	// Every field with its effective value and its source.
 	Fields []*ConfigField `protobuf:"bytes,5,rep,name=fields,proto3" json:"fields,omitempty"`
 	// Why the agent rejected its last config, if it did.
-	ApplyError    string `protobuf:"bytes,6,opt,name=apply_error,json=applyError,proto3" json:"apply_error,omitempty"`
+	ApplyError string `protobuf:"bytes,6,opt,name=apply_error,json=applyError,proto3" json:"apply_error,omitempty"`
+	// The config the agent reported running with at its last acknowledgement
+	// (unset before the first one).
+	Reported      *AgentConfig `protobuf:"bytes,7,opt,name=reported,proto3" json:"reported,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -595,6 +598,13 @@ func (x *GetConfigResponse) GetApplyError() string {
 		return x.ApplyError
 	}
 	return ""
+}
+
+func (x *GetConfigResponse) GetReported() *AgentConfig {
+	if x != nil {
+		return x.Reported
+	}
+	return nil
 }
 
 type UpdateConfigRequest struct {
@@ -1361,7 +1371,7 @@ const file_orbweaver_v1_control_proto_rawDesc = "" +
 	"\x12StopCaptureRequest\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\"(\n" +
 	"\x10GetConfigRequest\x12\x14\n" +
-	"\x05agent\x18\x01 \x01(\tR\x05agent\"\xf4\x01\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\"\xab\x02\n" +
 	"\x11GetConfigResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x121\n" +
 	"\x06config\x18\x02 \x01(\v2\x19.orbweaver.v1.AgentConfigR\x06config\x12\x18\n" +
@@ -1369,7 +1379,8 @@ const file_orbweaver_v1_control_proto_rawDesc = "" +
 	"\racked_version\x18\x04 \x01(\x04R\fackedVersion\x121\n" +
 	"\x06fields\x18\x05 \x03(\v2\x19.orbweaver.v1.ConfigFieldR\x06fields\x12\x1f\n" +
 	"\vapply_error\x18\x06 \x01(\tR\n" +
-	"applyError\"\xd6\x01\n" +
+	"applyError\x125\n" +
+	"\breported\x18\a \x01(\v2\x19.orbweaver.v1.AgentConfigR\breported\"\xd6\x01\n" +
 	"\x13UpdateConfigRequest\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x121\n" +
 	"\x06config\x18\x02 \x01(\v2\x19.orbweaver.v1.AgentConfigR\x06config\x12;\n" +
@@ -1502,44 +1513,45 @@ var file_orbweaver_v1_control_proto_depIdxs = []int32{
 	1,  // 7: orbweaver.v1.ListAgentsResponse.agents:type_name -> orbweaver.v1.Agent
 	25, // 8: orbweaver.v1.GetConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
 	26, // 9: orbweaver.v1.GetConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
-	25, // 10: orbweaver.v1.UpdateConfigRequest.config:type_name -> orbweaver.v1.AgentConfig
-	27, // 11: orbweaver.v1.UpdateConfigRequest.update_mask:type_name -> google.protobuf.FieldMask
-	27, // 12: orbweaver.v1.UpdateConfigRequest.clear_mask:type_name -> google.protobuf.FieldMask
-	25, // 13: orbweaver.v1.UpdateConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
-	26, // 14: orbweaver.v1.UpdateConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
-	25, // 15: orbweaver.v1.GetDefaultConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
-	26, // 16: orbweaver.v1.GetDefaultConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
-	25, // 17: orbweaver.v1.UpdateDefaultConfigRequest.config:type_name -> orbweaver.v1.AgentConfig
-	27, // 18: orbweaver.v1.UpdateDefaultConfigRequest.update_mask:type_name -> google.protobuf.FieldMask
-	27, // 19: orbweaver.v1.UpdateDefaultConfigRequest.clear_mask:type_name -> google.protobuf.FieldMask
-	15, // 20: orbweaver.v1.UploadPcapRequest.start:type_name -> orbweaver.v1.UploadStart
-	21, // 21: orbweaver.v1.Upload.started:type_name -> google.protobuf.Timestamp
-	18, // 22: orbweaver.v1.ListUploadsResponse.uploads:type_name -> orbweaver.v1.Upload
-	2,  // 23: orbweaver.v1.ControlService.ListAgents:input_type -> orbweaver.v1.ListAgentsRequest
-	4,  // 24: orbweaver.v1.ControlService.GetAgent:input_type -> orbweaver.v1.GetAgentRequest
-	5,  // 25: orbweaver.v1.ControlService.StartCapture:input_type -> orbweaver.v1.StartCaptureRequest
-	6,  // 26: orbweaver.v1.ControlService.StopCapture:input_type -> orbweaver.v1.StopCaptureRequest
-	7,  // 27: orbweaver.v1.ControlService.GetConfig:input_type -> orbweaver.v1.GetConfigRequest
-	9,  // 28: orbweaver.v1.ControlService.UpdateConfig:input_type -> orbweaver.v1.UpdateConfigRequest
-	11, // 29: orbweaver.v1.ControlService.GetDefaultConfig:input_type -> orbweaver.v1.GetDefaultConfigRequest
-	13, // 30: orbweaver.v1.ControlService.UpdateDefaultConfig:input_type -> orbweaver.v1.UpdateDefaultConfigRequest
-	14, // 31: orbweaver.v1.ControlService.UploadPcap:input_type -> orbweaver.v1.UploadPcapRequest
-	17, // 32: orbweaver.v1.ControlService.ListUploads:input_type -> orbweaver.v1.ListUploadsRequest
-	3,  // 33: orbweaver.v1.ControlService.ListAgents:output_type -> orbweaver.v1.ListAgentsResponse
-	1,  // 34: orbweaver.v1.ControlService.GetAgent:output_type -> orbweaver.v1.Agent
-	1,  // 35: orbweaver.v1.ControlService.StartCapture:output_type -> orbweaver.v1.Agent
-	1,  // 36: orbweaver.v1.ControlService.StopCapture:output_type -> orbweaver.v1.Agent
-	8,  // 37: orbweaver.v1.ControlService.GetConfig:output_type -> orbweaver.v1.GetConfigResponse
-	10, // 38: orbweaver.v1.ControlService.UpdateConfig:output_type -> orbweaver.v1.UpdateConfigResponse
-	12, // 39: orbweaver.v1.ControlService.GetDefaultConfig:output_type -> orbweaver.v1.GetDefaultConfigResponse
-	12, // 40: orbweaver.v1.ControlService.UpdateDefaultConfig:output_type -> orbweaver.v1.GetDefaultConfigResponse
-	16, // 41: orbweaver.v1.ControlService.UploadPcap:output_type -> orbweaver.v1.UploadPcapResponse
-	19, // 42: orbweaver.v1.ControlService.ListUploads:output_type -> orbweaver.v1.ListUploadsResponse
-	33, // [33:43] is the sub-list for method output_type
-	23, // [23:33] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	25, // 10: orbweaver.v1.GetConfigResponse.reported:type_name -> orbweaver.v1.AgentConfig
+	25, // 11: orbweaver.v1.UpdateConfigRequest.config:type_name -> orbweaver.v1.AgentConfig
+	27, // 12: orbweaver.v1.UpdateConfigRequest.update_mask:type_name -> google.protobuf.FieldMask
+	27, // 13: orbweaver.v1.UpdateConfigRequest.clear_mask:type_name -> google.protobuf.FieldMask
+	25, // 14: orbweaver.v1.UpdateConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
+	26, // 15: orbweaver.v1.UpdateConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
+	25, // 16: orbweaver.v1.GetDefaultConfigResponse.config:type_name -> orbweaver.v1.AgentConfig
+	26, // 17: orbweaver.v1.GetDefaultConfigResponse.fields:type_name -> orbweaver.v1.ConfigField
+	25, // 18: orbweaver.v1.UpdateDefaultConfigRequest.config:type_name -> orbweaver.v1.AgentConfig
+	27, // 19: orbweaver.v1.UpdateDefaultConfigRequest.update_mask:type_name -> google.protobuf.FieldMask
+	27, // 20: orbweaver.v1.UpdateDefaultConfigRequest.clear_mask:type_name -> google.protobuf.FieldMask
+	15, // 21: orbweaver.v1.UploadPcapRequest.start:type_name -> orbweaver.v1.UploadStart
+	21, // 22: orbweaver.v1.Upload.started:type_name -> google.protobuf.Timestamp
+	18, // 23: orbweaver.v1.ListUploadsResponse.uploads:type_name -> orbweaver.v1.Upload
+	2,  // 24: orbweaver.v1.ControlService.ListAgents:input_type -> orbweaver.v1.ListAgentsRequest
+	4,  // 25: orbweaver.v1.ControlService.GetAgent:input_type -> orbweaver.v1.GetAgentRequest
+	5,  // 26: orbweaver.v1.ControlService.StartCapture:input_type -> orbweaver.v1.StartCaptureRequest
+	6,  // 27: orbweaver.v1.ControlService.StopCapture:input_type -> orbweaver.v1.StopCaptureRequest
+	7,  // 28: orbweaver.v1.ControlService.GetConfig:input_type -> orbweaver.v1.GetConfigRequest
+	9,  // 29: orbweaver.v1.ControlService.UpdateConfig:input_type -> orbweaver.v1.UpdateConfigRequest
+	11, // 30: orbweaver.v1.ControlService.GetDefaultConfig:input_type -> orbweaver.v1.GetDefaultConfigRequest
+	13, // 31: orbweaver.v1.ControlService.UpdateDefaultConfig:input_type -> orbweaver.v1.UpdateDefaultConfigRequest
+	14, // 32: orbweaver.v1.ControlService.UploadPcap:input_type -> orbweaver.v1.UploadPcapRequest
+	17, // 33: orbweaver.v1.ControlService.ListUploads:input_type -> orbweaver.v1.ListUploadsRequest
+	3,  // 34: orbweaver.v1.ControlService.ListAgents:output_type -> orbweaver.v1.ListAgentsResponse
+	1,  // 35: orbweaver.v1.ControlService.GetAgent:output_type -> orbweaver.v1.Agent
+	1,  // 36: orbweaver.v1.ControlService.StartCapture:output_type -> orbweaver.v1.Agent
+	1,  // 37: orbweaver.v1.ControlService.StopCapture:output_type -> orbweaver.v1.Agent
+	8,  // 38: orbweaver.v1.ControlService.GetConfig:output_type -> orbweaver.v1.GetConfigResponse
+	10, // 39: orbweaver.v1.ControlService.UpdateConfig:output_type -> orbweaver.v1.UpdateConfigResponse
+	12, // 40: orbweaver.v1.ControlService.GetDefaultConfig:output_type -> orbweaver.v1.GetDefaultConfigResponse
+	12, // 41: orbweaver.v1.ControlService.UpdateDefaultConfig:output_type -> orbweaver.v1.GetDefaultConfigResponse
+	16, // 42: orbweaver.v1.ControlService.UploadPcap:output_type -> orbweaver.v1.UploadPcapResponse
+	19, // 43: orbweaver.v1.ControlService.ListUploads:output_type -> orbweaver.v1.ListUploadsResponse
+	34, // [34:44] is the sub-list for method output_type
+	24, // [24:34] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_orbweaver_v1_control_proto_init() }
