@@ -8,15 +8,20 @@ package pipeline
 
 import (
 	"bytes"
+	"fmt"
+	"math"
 	"net/netip"
+	"regexp"
 	"sync/atomic"
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/orbweaver/orbweaver/agent/decode/http1"
+	"github.com/orbweaver/orbweaver/agent/decode/httpfields"
 	"github.com/orbweaver/orbweaver/agent/packet"
 	"github.com/orbweaver/orbweaver/agent/reassembly"
+	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
 	"github.com/orbweaver/orbweaver/internal/model"
 )
 
@@ -39,8 +44,55 @@ type Config struct {
 	// MaxTotalHeaderBytes caps the bytes held across all connections in
 	// HTTP header blocks split over several segments (default 64 MiB);
 	// beyond it such a message is a parse error. Each header block is
-	// also capped at 64 KiB.
+	// also capped at 64 KiB. Captured bodies count against it too.
 	MaxTotalHeaderBytes int64
+	// Parsing selects the derived fields, stored headers and body capture
+	// of calls (see ParsingFromProto). The zero value stores the default
+	// header set, captures no body and salts redaction hashes randomly.
+	Parsing ParsingOptions
+}
+
+// ParsingOptions configure what calls carry beyond the wire fields; see
+// httpfields.Config.
+type ParsingOptions = httpfields.Config
+
+// TemplateRule is a path template rule of ParsingOptions.
+type TemplateRule = httpfields.TemplateRule
+
+// Validate reports an invalid parsing option (a template rule that does not
+// compile), naming the field. New ignores invalid rules.
+func (c Config) Validate() error {
+	for i, r := range c.Parsing.TemplateRules {
+		if _, err := regexp.Compile(r.Pattern); err != nil {
+			return fmt.Errorf("parsing.template_rules[%d].pattern: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// ParsingFromProto converts the parsing part of an agent's configuration.
+// Zero values take the defaults (headers_keep empty: the default header
+// set; body_max_bytes 0: 64 KiB). It fails on a template rule that does not
+// compile, naming the field. The redaction salt is not part of the
+// configuration: set Salt on the result (for example from a per-agent
+// secret) to match hashes across restarts.
+func ParsingFromProto(p *orbweaverv1.ParsingConfig) (ParsingOptions, error) {
+	o := ParsingOptions{
+		AllHeaders:    p.GetAllHeaders(),
+		CaptureBodies: p.GetCaptureBodies(),
+		BodyMaxBytes:  int(min(p.GetBodyMaxBytes(), math.MaxInt32)),
+	}
+	if len(p.GetHeadersKeep()) > 0 {
+		o.HeadersKeep = append([]string(nil), p.GetHeadersKeep()...)
+	}
+	o.HeadersRedact = append([]string(nil), p.GetHeadersRedact()...)
+	for i, r := range p.GetTemplateRules() {
+		if _, err := regexp.Compile(r.GetPattern()); err != nil {
+			return ParsingOptions{}, fmt.Errorf("parsing.template_rules[%d].pattern: %w", i, err)
+		}
+		o.TemplateRules = append(o.TemplateRules, TemplateRule{Pattern: r.GetPattern(), Template: r.GetTemplate()})
+	}
+	return o, nil
 }
 
 // DefaultConfig returns the default configuration.
@@ -120,6 +172,9 @@ type sink struct {
 func (s *sink) Data(b []byte, ts time.Time) { s.c.http.Data(s.side, b, ts) }
 func (s *sink) Gap(n int, ts time.Time)     { s.c.http.Gap(s.side, n, ts) }
 func (s *sink) End(ts time.Time)            { s.c.http.End(s.side, ts) }
+
+// Retransmitted implements reassembly.RetransmissionSink.
+func (s *sink) Retransmitted(time.Time) { s.c.http.Retransmitted(s.side) }
 
 // conn is one tracked connection; side 0 is the key's endpoint a.
 type conn struct {
@@ -209,7 +264,28 @@ func New(cfg Config, emit func(*model.HTTPCall)) *Pipeline {
 	p.ropts = reassembly.Options{MaxBufferBytes: cfg.MaxStreamBufferBytes, Budget: p.budget, Counters: &p.rc}
 	p.hopts = http1.DefaultOptions(&p.hc)
 	p.hopts.Budget = http1.NewBudget(cfg.MaxTotalHeaderBytes)
+	p.hopts.Fields = newFields(cfg.Parsing)
 	return p
+}
+
+// newFields builds the field extractor; invalid template rules (reported by
+// Config.Validate) are dropped one by one.
+func newFields(o ParsingOptions) *httpfields.Extractor {
+	var rules []httpfields.TemplateRule
+	for _, r := range o.TemplateRules {
+		if _, err := regexp.Compile(r.Pattern); err == nil {
+			rules = append(rules, r)
+		}
+	}
+	o.TemplateRules = rules
+	x, err := httpfields.New(o)
+	if err != nil {
+		// Only the random salt can fail now (no entropy): use a fixed one
+		// rather than lose the calls.
+		o.Salt = []byte("orbweaver: no random salt")
+		x, _ = httpfields.New(o)
+	}
+	return x
 }
 
 // Packet decodes one captured frame. data is only valid during the call.

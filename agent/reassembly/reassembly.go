@@ -20,13 +20,22 @@ import (
 // Sink receives the ordered byte stream of one direction.
 type Sink interface {
 	// Data delivers the next bytes of the stream. b is only valid during
-	// the call. ts is the capture time of the segment that carried them.
+	// the call. ts is the capture time of the segment that carried them,
+	// or, for bytes buffered behind a hole that a later segment filled,
+	// the capture time of that segment when it is later.
 	Data(b []byte, ts time.Time)
 	// Gap reports that n bytes were lost before the next Data.
 	Gap(n int, ts time.Time)
 	// End reports that the direction is finished (FIN reached, or the
 	// connection was reset). No call follows End.
 	End(ts time.Time)
+}
+
+// RetransmissionSink is implemented by Sinks that want to know when a
+// segment repeats bytes already seen (a retransmission or an overlap). It
+// is called before any new bytes of that segment are delivered.
+type RetransmissionSink interface {
+	Retransmitted(ts time.Time)
 }
 
 // Counters count reassembly events across streams. All fields are safe to
@@ -92,6 +101,7 @@ type segment struct {
 type Stream struct {
 	opts    *Options
 	sink    Sink
+	rsink   RetransmissionSink // sink, when it implements it
 	started bool
 	ended   bool
 	next    uint32 // next expected sequence number
@@ -106,6 +116,14 @@ type Stream struct {
 // Init prepares s to deliver to sink.
 func (s *Stream) Init(opts *Options, sink Sink) {
 	*s = Stream{opts: opts, sink: sink}
+	s.rsink, _ = sink.(RetransmissionSink)
+}
+
+// retransmitted tells the sink about a segment that repeats bytes.
+func (s *Stream) retransmitted(ts time.Time) {
+	if s.rsink != nil {
+		s.rsink.Retransmitted(ts)
+	}
 }
 
 // Started reports whether the stream has seen a SYN or data.
@@ -164,10 +182,12 @@ func (s *Stream) data(seq uint32, payload []byte, ts time.Time) {
 		if end <= 0 {
 			c.Retransmissions.Add(1)
 			c.RetransmittedBytes.Add(uint64(len(payload)))
+			s.retransmitted(ts)
 			return
 		}
 		c.Overlaps.Add(1)
 		c.RetransmittedBytes.Add(uint64(-d))
+		s.retransmitted(ts)
 		payload = payload[-d:]
 		d = 0
 	}
@@ -175,7 +195,7 @@ func (s *Stream) data(seq uint32, payload []byte, ts time.Time) {
 		s.next += uint32(len(payload))
 		s.sink.Data(payload, ts)
 		if len(s.ooo) > 0 {
-			s.drain()
+			s.drain(ts) // the hole is filled now
 		}
 		return
 	}
@@ -206,7 +226,7 @@ func (s *Stream) buffer(seq uint32, payload []byte, ts time.Time) {
 		if d := seqDiff(first.seq, s.next); d > 0 {
 			s.gap(uint32(d), first.ts, true)
 		}
-		s.drain()
+		s.drain(time.Time{})
 		if d := seqDiff(seq, s.next); d <= 0 {
 			// The new segment became in order or old.
 			s.data(seq, payload, ts)
@@ -232,8 +252,12 @@ func (s *Stream) buffer(seq uint32, payload []byte, ts time.Time) {
 	b.used += int64(len(cp))
 }
 
-// drain delivers buffered segments that have become contiguous.
-func (s *Stream) drain() {
+// drain delivers buffered segments that have become contiguous. When a hole
+// was filled by data captured at filled (non-zero), the bytes after it are
+// delivered with that time if it is later than their own: they were only
+// complete then (as tshark reports a reassembled message on the frame that
+// completes it). Bytes after a skipped hole keep their own time.
+func (s *Stream) drain(filled time.Time) {
 	c := s.opts.Counters
 	n := 0
 	for _, sg := range s.ooo {
@@ -246,15 +270,21 @@ func (s *Stream) drain() {
 		if end := seqDiff(sg.seq+uint32(len(p)), s.next); end <= 0 {
 			c.Retransmissions.Add(1)
 			c.RetransmittedBytes.Add(uint64(len(p)))
+			s.retransmitted(sg.ts)
 			continue
 		}
 		if d < 0 {
 			c.Overlaps.Add(1)
 			c.RetransmittedBytes.Add(uint64(-d))
+			s.retransmitted(sg.ts)
 			p = p[-d:]
 		}
 		s.next += uint32(len(p))
-		s.sink.Data(p, sg.ts)
+		at := sg.ts
+		if filled.After(at) {
+			at = filled
+		}
+		s.sink.Data(p, at)
 	}
 	if n == 0 {
 		return
@@ -303,7 +333,7 @@ func (s *Stream) Missing(seq uint32, n int, ts time.Time) {
 	}
 	s.gap(uint32(n), ts, false)
 	if len(s.ooo) > 0 {
-		s.drain()
+		s.drain(time.Time{})
 	}
 	s.checkFin(ts)
 }
@@ -323,7 +353,7 @@ func (s *Stream) Ack(ack uint32, ts time.Time) {
 		if d := seqDiff(first.seq, s.next); d > 0 {
 			s.gap(uint32(d), first.ts, false)
 		}
-		s.drain()
+		s.drain(time.Time{})
 	}
 	if s.hasFin && seqDiff(s.maxAck, s.finSeq) > 0 && seqDiff(s.finSeq, s.next) > 0 && len(s.ooo) == 0 {
 		// The peer acknowledged the FIN: the bytes before it are lost.
@@ -345,7 +375,7 @@ func (s *Stream) Flush(ts time.Time) {
 		if d := seqDiff(first.seq, s.next); d > 0 {
 			s.gap(uint32(d), first.ts, false)
 		}
-		s.drain()
+		s.drain(time.Time{})
 	}
 	// Bytes the peer acknowledged (or that precede the FIN) were lost.
 	end, known := s.maxAck, s.hasAck

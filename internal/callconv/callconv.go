@@ -3,6 +3,8 @@
 package callconv
 
 import (
+	"encoding/json"
+	"math"
 	"net/netip"
 	"strconv"
 	"time"
@@ -14,7 +16,7 @@ import (
 
 // ToProto converts a decoded call to its wire form.
 func ToProto(c *model.HTTPCall) *orbweaverv1.HttpCall {
-	return &orbweaverv1.HttpCall{
+	p := &orbweaverv1.HttpCall{
 		ClientIp:            addrBytes(c.ClientAddr.Addr()),
 		ClientPort:          uint32(c.ClientAddr.Port()),
 		ServerIp:            addrBytes(c.ServerAddr.Addr()),
@@ -40,7 +42,38 @@ func ToProto(c *model.HTTPCall) *orbweaverv1.HttpCall {
 		XRequestId:          c.XRequestID,
 		Traceparent:         c.Traceparent,
 		ParseStatus:         string(c.ParseStatus),
+
+		Identification:          c.Identification,
+		OriginIp:                addrBytes(c.Origin),
+		Template:                c.Template,
+		JwtIss:                  c.JWTIssuer,
+		JwtSub:                  c.JWTSubject,
+		JwtAud:                  c.JWTAudience,
+		JwtIatNs:                nanos(c.JWTIssuedAt),
+		JwtNbfNs:                nanos(c.JWTNotBefore),
+		JwtExpNs:                nanos(c.JWTExpires),
+		TokenNotYetValid:        c.TokenNotYetValid,
+		TokenExpired:            c.TokenExpired,
+		CredentialsCount:        uint32(max(c.CredentialsCount, 0)),
+		MultipleCredentials:     c.MultipleCredentials,
+		RequestHeaders:          c.RequestHeaders,
+		ResponseHeaders:         c.ResponseHeaders,
+		RequestContentEncoding:  c.RequestContentEncoding,
+		ResponseContentEncoding: c.ResponseContentEncoding,
+		RequestBodyDecodedSize:  c.RequestBodyDecodedSize,
+		ResponseBodyDecodedSize: c.ResponseBodyDecodedSize,
+		RequestBodyTruncated:    c.RequestBodyTruncated,
+		ResponseBodyTruncated:   c.ResponseBodyTruncated,
+		RequestRetransmissions:  uint32(min(max(c.RequestRetransmissions, 0), math.MaxUint32)),
+		ResponseRetransmissions: uint32(min(max(c.ResponseRetransmissions, 0), math.MaxUint32)),
 	}
+	if c.RequestBodyCaptured {
+		p.RequestBody = &c.RequestBody
+	}
+	if c.ResponseBodyCaptured {
+		p.ResponseBody = &c.ResponseBody
+	}
+	return p
 }
 
 // FromProto converts a wire call back to the model.
@@ -69,6 +102,34 @@ func FromProto(p *orbweaverv1.HttpCall) *model.HTTPCall {
 		XRequestID:          p.GetXRequestId(),
 		Traceparent:         p.GetTraceparent(),
 		ParseStatus:         model.ParseStatus(p.GetParseStatus()),
+
+		Identification:          p.GetIdentification(),
+		Origin:                  bytesAddr(p.GetOriginIp()),
+		Template:                p.GetTemplate(),
+		JWTIssuer:               p.GetJwtIss(),
+		JWTSubject:              p.GetJwtSub(),
+		JWTAudience:             p.GetJwtAud(),
+		JWTIssuedAt:             fromNanos(p.GetJwtIatNs()),
+		JWTNotBefore:            fromNanos(p.GetJwtNbfNs()),
+		JWTExpires:              fromNanos(p.GetJwtExpNs()),
+		TokenNotYetValid:        p.GetTokenNotYetValid(),
+		TokenExpired:            p.GetTokenExpired(),
+		CredentialsCount:        int(p.GetCredentialsCount()),
+		MultipleCredentials:     p.GetMultipleCredentials(),
+		RequestHeaders:          p.GetRequestHeaders(),
+		ResponseHeaders:         p.GetResponseHeaders(),
+		RequestContentEncoding:  p.GetRequestContentEncoding(),
+		ResponseContentEncoding: p.GetResponseContentEncoding(),
+		RequestBody:             p.GetRequestBody(),
+		ResponseBody:            p.GetResponseBody(),
+		RequestBodyCaptured:     p.RequestBody != nil,
+		ResponseBodyCaptured:    p.ResponseBody != nil,
+		RequestBodyDecodedSize:  p.GetRequestBodyDecodedSize(),
+		ResponseBodyDecodedSize: p.GetResponseBodyDecodedSize(),
+		RequestBodyTruncated:    p.GetRequestBodyTruncated(),
+		ResponseBodyTruncated:   p.GetResponseBodyTruncated(),
+		RequestRetransmissions:  int64(p.GetRequestRetransmissions()),
+		ResponseRetransmissions: int64(p.GetResponseRetransmissions()),
 	}
 }
 
@@ -170,7 +231,79 @@ func AppendJSON(b []byte, c *model.HTTPCall) []byte {
 	b = appendStr(b, "x_request_id", c.XRequestID)
 	b = appendStr(b, "traceparent", c.Traceparent)
 	b = appendStr(b, "parse_status", string(c.ParseStatus))
+	b = appendStr(b, "identification", c.Identification)
+	b = append(b, `,"origin":`...)
+	b = appendAddr(b, c.Origin)
+	b = appendStr(b, "template", c.Template)
+	b = appendStr(b, "jwt_iss", c.JWTIssuer)
+	b = appendStr(b, "jwt_sub", c.JWTSubject)
+	b = appendStr(b, "jwt_aud", c.JWTAudience)
+	for _, f := range [...]struct {
+		k string
+		v time.Time
+	}{{"jwt_iat", c.JWTIssuedAt}, {"jwt_nbf", c.JWTNotBefore}, {"jwt_exp", c.JWTExpires}} {
+		b = append(b, ',', '"')
+		b = append(b, f.k...)
+		b = append(b, '"', ':')
+		b = appendTime(b, f.v)
+	}
+	b = appendBool(b, "token_not_yet_valid", c.TokenNotYetValid)
+	b = appendBool(b, "token_expired", c.TokenExpired)
+	b = appendInt(b, "credentials_count", int64(c.CredentialsCount))
+	b = appendBool(b, "multiple_credentials", c.MultipleCredentials)
+	b = appendRawJSON(b, "request_headers", c.RequestHeaders)
+	b = appendRawJSON(b, "response_headers", c.ResponseHeaders)
+	b = appendStr(b, "request_content_encoding", c.RequestContentEncoding)
+	b = appendStr(b, "response_content_encoding", c.ResponseContentEncoding)
+	b = appendBody(b, "request", c.RequestBodyCaptured, c.RequestBody, c.RequestBodyDecodedSize, c.RequestBodyTruncated)
+	b = appendBody(b, "response", c.ResponseBodyCaptured, c.ResponseBody, c.ResponseBodyDecodedSize, c.ResponseBodyTruncated)
+	b = appendInt(b, "request_retransmissions", c.RequestRetransmissions)
+	b = appendInt(b, "response_retransmissions", c.ResponseRetransmissions)
 	return append(b, '}')
+}
+
+func appendBool(b []byte, k string, v bool) []byte {
+	b = append(b, ',', '"')
+	b = append(b, k...)
+	b = append(b, '"', ':')
+	return strconv.AppendBool(b, v)
+}
+
+// appendRawJSON appends a JSON object held as text (a header set), or null
+// when empty or not valid JSON.
+func appendRawJSON(b []byte, k, v string) []byte {
+	b = append(b, ',', '"')
+	b = append(b, k...)
+	b = append(b, '"', ':')
+	if v == "" || !json.Valid([]byte(v)) {
+		return append(b, "null"...)
+	}
+	return append(b, v...)
+}
+
+// appendBody appends <dir>_body, <dir>_body_decoded_size and
+// <dir>_body_truncated: null unless the body was captured.
+func appendBody(b []byte, dir string, captured bool, body string, size int64, truncated bool) []byte {
+	b = append(b, ',', '"')
+	b = append(b, dir...)
+	b = append(b, `_body":`...)
+	if captured {
+		b = AppendJSONString(b, body)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, ',', '"')
+	b = append(b, dir...)
+	b = append(b, `_body_decoded_size":`...)
+	if captured {
+		b = strconv.AppendInt(b, size, 10)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, ',', '"')
+	b = append(b, dir...)
+	b = append(b, `_body_truncated":`...)
+	return strconv.AppendBool(b, truncated)
 }
 
 func appendTime(b []byte, t time.Time) []byte {

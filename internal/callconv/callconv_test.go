@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
 	"github.com/orbweaver/orbweaver/internal/model"
 )
 
@@ -37,6 +38,27 @@ func sample() *model.HTTPCall {
 		UserAgent:           "curl/8",
 		XRequestID:          "abc",
 		ParseStatus:         model.StatusOK,
+
+		Identification:          "alice",
+		Origin:                  netip.MustParseAddr("203.0.113.7"),
+		Template:                "/v1/items/{id}",
+		JWTIssuer:               "https://iam.example",
+		JWTSubject:              "alice",
+		JWTAudience:             "api,admin",
+		JWTIssuedAt:             t0.Add(-time.Minute),
+		JWTNotBefore:            t0.Add(time.Millisecond),
+		JWTExpires:              t0.Add(time.Hour),
+		TokenNotYetValid:        true,
+		CredentialsCount:        2,
+		MultipleCredentials:     true,
+		RequestHeaders:          `{"authorization":"Bearer hmac:0123456789abcdef","accept":"*/*"}`,
+		ResponseHeaders:         `{"set-cookie":"sid=hmac:fedcba9876543210"}`,
+		ResponseContentEncoding: "gzip",
+		ResponseBody:            "{\"items\":[]}",
+		ResponseBodyCaptured:    true,
+		ResponseBodyDecodedSize: 12,
+		ResponseBodyTruncated:   false,
+		RequestRetransmissions:  1,
 	}
 }
 
@@ -52,6 +74,24 @@ func TestProtoRoundTrip(t *testing.T) {
 	}
 	if !proto.Equal(ToProto(back), p) {
 		t.Fatalf("second conversion differs")
+	}
+	if p.RequestBody != nil || p.ResponseBody == nil {
+		t.Fatalf("bodies: request %v (want absent), response %v", p.RequestBody, p.ResponseBody)
+	}
+	// The wire form must marshal and survive it (the sample's query is
+	// made valid UTF-8 first: protobuf strings must be).
+	valid := *c
+	valid.Query = "q=1"
+	wire, err := proto.Marshal(ToProto(&valid))
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	var p2 orbweaverv1.HttpCall
+	if err := proto.Unmarshal(wire, &p2); err != nil {
+		t.Fatalf("unmarshal: %v", err)
+	}
+	if back2 := FromProto(&p2); *back2 != valid {
+		t.Fatalf("wire round trip changed the call:\n got %+v\nwant %+v", back2, valid)
 	}
 	if got := CallTime(p); !got.Equal(c.RequestStart) {
 		t.Fatalf("CallTime = %v", got)

@@ -19,6 +19,12 @@
 // responses, ResponseStart and ResponseHeaderSize are those of the final
 // response.
 //
+// With Options.Fields set, every call also gets the derived fields of
+// package httpfields (identification, JWT claims, credentials, origin,
+// template, redacted header sets, content codings) and, when body capture is
+// configured, its bodies: up to the configured size of raw bytes are copied
+// (within the Budget) and decoded when the message ends.
+//
 // A Conn is not safe for concurrent use; Counters may be read from any
 // goroutine.
 package http1
@@ -29,6 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/orbweaver/orbweaver/agent/decode/httpfields"
 	"github.com/orbweaver/orbweaver/internal/model"
 )
 
@@ -66,6 +73,10 @@ type Options struct {
 	Budget *Budget
 	// Counters receives counts. Required.
 	Counters *Counters
+	// Fields, when set, derives the httpfields of every call and captures
+	// bodies as it is configured. Conns sharing it must be used from one
+	// goroutine.
+	Fields *httpfields.Extractor
 }
 
 // Budget bounds buffer memory across Conns (used from one goroutine).
@@ -127,6 +138,11 @@ type side struct {
 	trailers  int
 	scanned   int
 	ex        *exchange
+	retrans   int64  // retransmitted segments of this side
+	retransAt int64  // retrans when the previous message ended
+	capBody   bool   // capturing the current message's body
+	rawCut    bool   // body bytes were not all kept
+	raw       []byte // captured body bytes (within the Budget)
 }
 
 type connState uint8
@@ -218,6 +234,9 @@ func (c *Conn) Data(s int, b []byte, ts time.Time) {
 			n := min(int64(len(b)), d.remaining)
 			d.remaining -= n
 			d.body += n
+			if d.capBody {
+				c.keepBody(d, b[:n])
+			}
 			b = b[n:]
 			if d.remaining == 0 {
 				c.messageDone(d, ts)
@@ -245,6 +264,9 @@ func (c *Conn) Data(s int, b []byte, ts time.Time) {
 			n := min(int64(len(b)), d.remaining)
 			d.remaining -= n
 			d.body += n
+			if d.capBody {
+				c.keepBody(d, b[:n])
+			}
 			b = b[n:]
 			if d.remaining == 0 {
 				d.st = stChunkCRLF
@@ -275,6 +297,9 @@ func (c *Conn) Data(s int, b []byte, ts time.Time) {
 			}
 		case stCloseBody:
 			d.body += int64(len(b))
+			if d.capBody {
+				c.keepBody(d, b)
+			}
 			b = nil
 		default: // stIgnore
 			b = nil
@@ -311,16 +336,68 @@ func (c *Conn) takeLine(d *side, b []byte, limit int) (line, rest []byte, ok, to
 }
 
 // bufAppend appends b to the side's buffer within the budget.
-func (c *Conn) bufAppend(d *side, b []byte) bool {
-	old := cap(d.buf)
-	if bg := c.opts.Budget; bg != nil && len(d.buf)+len(b) > old && bg.used+int64(len(d.buf)+len(b)-old) > bg.max {
+func (c *Conn) bufAppend(d *side, b []byte) bool { return c.grow(&d.buf, b) }
+
+// grow appends b to *buf within the budget.
+func (c *Conn) grow(buf *[]byte, b []byte) bool {
+	old := cap(*buf)
+	if bg := c.opts.Budget; bg != nil && len(*buf)+len(b) > old && bg.used+int64(len(*buf)+len(b)-old) > bg.max {
 		return false
 	}
-	d.buf = append(d.buf, b...)
+	*buf = append(*buf, b...)
 	if bg := c.opts.Budget; bg != nil {
-		bg.used += int64(cap(d.buf) - old)
+		bg.used += int64(cap(*buf) - old)
 	}
 	return true
+}
+
+// keepBody copies body bytes of side d, up to the capture cap and within
+// the budget; what is not kept marks the body cut.
+func (c *Conn) keepBody(d *side, b []byte) {
+	_, limit := c.opts.Fields.CaptureBodies()
+	if room := limit - len(d.raw); len(b) > room {
+		b, d.rawCut = b[:max(room, 0)], true
+	}
+	if len(b) > 0 && !c.grow(&d.raw, b) {
+		d.rawCut = true
+	}
+}
+
+// startBody starts capturing the body of the message of side d when body
+// capture is on.
+func (c *Conn) startBody(d *side) {
+	if x := c.opts.Fields; x != nil {
+		if on, _ := x.CaptureBodies(); on {
+			d.capBody, d.rawCut, d.raw = true, false, d.raw[:0]
+		}
+	}
+}
+
+// endBody decodes the captured body of side d into ex.
+func (c *Conn) endBody(d *side, ex *exchange) {
+	d.capBody = false
+	call := &ex.call
+	enc, text, size, trunc := &call.RequestContentEncoding, &call.RequestBody, &call.RequestBodyDecodedSize, &call.RequestBodyTruncated
+	captured := &call.RequestBodyCaptured
+	if d.kind != kindRequest {
+		enc, text, size, trunc = &call.ResponseContentEncoding, &call.ResponseBody, &call.ResponseBodyDecodedSize, &call.ResponseBodyTruncated
+		captured = &call.ResponseBodyCaptured
+	}
+	body := c.opts.Fields.DecodeBody(*enc, d.raw, d.rawCut)
+	*captured, *size, *trunc = true, int64(body.Size), body.Truncated
+	*text = str(body.Text)
+	d.raw = d.raw[:0]
+	if cap(d.raw) > 8<<10 {
+		c.freeRaw(d) // do not keep a large buffer per connection
+	}
+}
+
+// freeRaw drops the side's body buffer and returns its budget.
+func (c *Conn) freeRaw(d *side) {
+	if bg := c.opts.Budget; bg != nil {
+		bg.used -= int64(cap(d.raw))
+	}
+	d.raw = nil
 }
 
 // stop ends parsing of the connection and frees its buffers.
@@ -335,12 +412,13 @@ func (c *Conn) stop(st connState) {
 	c.bufFree(&c.sides[1])
 }
 
-// bufFree drops the side's buffer and returns its budget.
+// bufFree drops the side's buffers and returns their budget.
 func (c *Conn) bufFree(d *side) {
 	if bg := c.opts.Budget; bg != nil {
 		bg.used -= int64(cap(d.buf))
 	}
 	d.buf = nil
+	c.freeRaw(d)
 }
 
 // headers accumulates a header block and parses it when complete.
@@ -492,6 +570,9 @@ func (c *Conn) onHeaders(s int, d *side, block []byte, ts time.Time) {
 	}
 	line = trimSpace(line)
 	var h headerInfo
+	if x := c.opts.Fields; x != nil {
+		h.collect, h.fields = true, x.HeaderBuf()
+	}
 	parseHeaders(rest, &h)
 	if k == kindRequest {
 		c.onRequest(d, line, len(block), &h, ts)
@@ -533,19 +614,43 @@ func (c *Conn) onRequest(d *side, line []byte, size int, h *headerInfo, ts time.
 		}
 	}
 	var pk strPack
+	path := target
 	if q := bytes.IndexByte(target, '?'); q >= 0 {
-		pk.add(&call.Path, target[:q])
+		path = target[:q]
 		pk.add(&call.Query, target[q+1:])
-	} else {
-		pk.add(&call.Path, target)
 	}
+	pk.add(&call.Path, path)
 	pk.add(&call.Host, host)
 	pk.add(&call.RequestContentType, h.contentType)
 	pk.add(&call.UserAgent, h.userAgent)
 	pk.add(&call.XForwardedFor, h.xff)
 	pk.add(&call.XRequestID, h.xRequestID)
 	pk.add(&call.Traceparent, h.traceparent)
+	tplChanged := false
+	if x := c.opts.Fields; x != nil {
+		r := x.Request(h.fields, path, call.ClientAddr.Addr(), d.msgTs)
+		pk.add(&call.Identification, r.Identification)
+		if tplChanged = r.TemplateChanged; tplChanged {
+			pk.add(&call.Template, r.Template)
+		}
+		pk.add(&call.RequestHeaders, r.Headers)
+		pk.add(&call.RequestContentEncoding, r.ContentEncoding)
+		if r.HasJWT {
+			pk.add(&call.JWTIssuer, r.JWT.Iss)
+			pk.add(&call.JWTSubject, r.JWT.Sub)
+			pk.add(&call.JWTAudience, r.JWT.Aud)
+			call.JWTIssuedAt = unixNano(r.JWT.Iat, r.JWT.HasIat)
+			call.JWTNotBefore = unixNano(r.JWT.Nbf, r.JWT.HasNbf)
+			call.JWTExpires = unixNano(r.JWT.Exp, r.JWT.HasExp)
+		}
+		call.Origin = r.Origin
+		call.TokenNotYetValid, call.TokenExpired = r.NotYetValid, r.Expired
+		call.CredentialsCount, call.MultipleCredentials = r.Credentials, r.Multiple
+	}
 	pk.copy()
+	if !tplChanged && c.opts.Fields != nil {
+		call.Template = call.Path
+	}
 	call.RequestHeaderSize = int64(size)
 	ex.head = call.Method == "HEAD"
 	ex.connect = call.Method == "CONNECT"
@@ -560,6 +665,7 @@ func (c *Conn) onRequest(d *side, line []byte, size int, h *headerInfo, ts time.
 	}
 	c.pending = append(c.pending, ex)
 	d.ex = ex
+	c.startBody(d)
 	switch {
 	case h.chunked:
 		d.st = stChunkSize
@@ -600,11 +706,21 @@ func (c *Conn) onResponse(d *side, line []byte, size int, h *headerInfo, ts time
 	call.ResponseStart = d.msgTs
 	call.Status = status
 	call.ResponseHeaderSize = int64(size)
-	call.ResponseContentType = str(h.contentType)
+	if x := c.opts.Fields; x != nil {
+		r := x.Response(h.fields)
+		var pk strPack
+		pk.add(&call.ResponseContentType, h.contentType)
+		pk.add(&call.ResponseHeaders, r.Headers)
+		pk.add(&call.ResponseContentEncoding, r.ContentEncoding)
+		pk.copy()
+	} else {
+		call.ResponseContentType = str(h.contentType)
+	}
 	if d.gapNext {
 		ex.gap, d.gapNext = true, false
 	}
 	d.ex = ex
+	c.startBody(d)
 	switch {
 	case status == 101 || ex.connect && status < 300:
 		ex.upgr = true
@@ -632,15 +748,23 @@ func (c *Conn) messageDone(d *side, ts time.Time) {
 	d.ex = nil
 	d.st = stStart
 	if ex == nil {
+		d.capBody = false
 		return
 	}
+	if d.capBody {
+		c.endBody(d, ex)
+	}
+	retrans := d.retrans - d.retransAt
+	d.retransAt = d.retrans
 	if d.kind == kindRequest {
 		ex.call.RequestEnd = ts
 		ex.call.RequestBodySize = d.body
+		ex.call.RequestRetransmissions = retrans
 		ex.reqDone = true
 	} else {
 		ex.call.ResponseEnd = ts
 		ex.call.ResponseBodySize = d.body
+		ex.call.ResponseRetransmissions = retrans
 		ex.respDone = true
 		if ex.noRequest {
 			c.finish(ex)
@@ -675,12 +799,26 @@ func (c *Conn) finish(ex *exchange) {
 	c.emit(call)
 }
 
+// unixNano converts a claim time, zero when absent.
+func unixNano(ns int64, has bool) time.Time {
+	if !has {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
+
+// Retransmitted tells that side s received a segment repeating bytes
+// already seen. It is counted on the message of that side that ends next
+// (model.HTTPCall.RequestRetransmissions / ResponseRetransmissions).
+func (c *Conn) Retransmitted(s int) { c.sides[s&1].retrans++ }
+
 // Gap tells that n bytes of side s were lost before the next Data.
 func (c *Conn) Gap(s int, n int, ts time.Time) {
 	d := &c.sides[s&1]
 	if c.state != connActive || d.st == stIgnore || n <= 0 {
 		return
 	}
+	d.rawCut = true
 	switch d.st {
 	case stBody:
 		d.ex.gap = true

@@ -3,6 +3,8 @@ package http1
 import (
 	"bytes"
 	"strings"
+
+	"github.com/orbweaver/orbweaver/agent/decode/httpfields"
 )
 
 // verdict is the answer of a start-line check on possibly incomplete input.
@@ -198,6 +200,11 @@ type headerInfo struct {
 	badLength     bool
 	chunked       bool
 	hasTE         bool
+
+	// fields collects every header field when collect is set (for
+	// derived fields), up to httpfields.MaxHeaders.
+	collect bool
+	fields  []httpfields.Header
 }
 
 // parseHeaders scans the header lines after the start line.
@@ -224,6 +231,9 @@ func parseHeaders(b []byte, h *headerInfo) {
 			continue // not a header field: tolerated
 		}
 		name, value := trimSpace(line[:colon]), trimSpace(line[colon+1:])
+		if h.collect && len(h.fields) < httpfields.MaxHeaders {
+			h.fields = append(h.fields, httpfields.Header{Name: name, Value: value})
+		}
 		switch len(name) {
 		case 4:
 			if eqFold(name, "host") && h.host == nil {
@@ -407,8 +417,8 @@ func versionString(d byte) string {
 // string fields at its parts (substrings share the allocation).
 type strPack struct {
 	n     int
-	parts [8][]byte
-	dst   [8]*string
+	parts [16][]byte
+	dst   [16]*string
 }
 
 // add schedules b to be copied into *dst.

@@ -59,9 +59,52 @@ type HttpCall struct {
 	Traceparent         string `protobuf:"bytes,24,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
 	// How complete the exchange is: "ok", "no_response", "no_request",
 	// "gap", "truncated", "upgraded". See README "Parse statuses".
-	ParseStatus   string `protobuf:"bytes,25,opt,name=parse_status,json=parseStatus,proto3" json:"parse_status,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ParseStatus string `protobuf:"bytes,25,opt,name=parse_status,json=parseStatus,proto3" json:"parse_status,omitempty"`
+	// Basic-auth login, else the "sub" of a JWT bearer token.
+	Identification string `protobuf:"bytes,26,opt,name=identification,proto3" json:"identification,omitempty"`
+	// Original client IP (4 or 16 bytes): first X-Forwarded-For entry, else
+	// Forwarded "for", else client_ip. Empty when the request was not seen.
+	OriginIp []byte `protobuf:"bytes,27,opt,name=origin_ip,json=originIp,proto3" json:"origin_ip,omitempty"`
+	// The path as a route template, e.g. "/users/{id}/orders".
+	Template string `protobuf:"bytes,28,opt,name=template,proto3" json:"template,omitempty"`
+	// Claims of the first JWT bearer token. Several audiences are joined
+	// with ",". Times are Unix nanoseconds, 0 when absent.
+	JwtIss   string `protobuf:"bytes,29,opt,name=jwt_iss,json=jwtIss,proto3" json:"jwt_iss,omitempty"`
+	JwtSub   string `protobuf:"bytes,30,opt,name=jwt_sub,json=jwtSub,proto3" json:"jwt_sub,omitempty"`
+	JwtAud   string `protobuf:"bytes,31,opt,name=jwt_aud,json=jwtAud,proto3" json:"jwt_aud,omitempty"`
+	JwtIatNs int64  `protobuf:"varint,32,opt,name=jwt_iat_ns,json=jwtIatNs,proto3" json:"jwt_iat_ns,omitempty"`
+	JwtNbfNs int64  `protobuf:"varint,33,opt,name=jwt_nbf_ns,json=jwtNbfNs,proto3" json:"jwt_nbf_ns,omitempty"`
+	JwtExpNs int64  `protobuf:"varint,34,opt,name=jwt_exp_ns,json=jwtExpNs,proto3" json:"jwt_exp_ns,omitempty"`
+	// The request's capture time is before nbf / at or after exp.
+	TokenNotYetValid bool `protobuf:"varint,35,opt,name=token_not_yet_valid,json=tokenNotYetValid,proto3" json:"token_not_yet_valid,omitempty"`
+	TokenExpired     bool `protobuf:"varint,36,opt,name=token_expired,json=tokenExpired,proto3" json:"token_expired,omitempty"`
+	// Authorization and client-certificate headers counted; multiple when
+	// more than one, or when two name different identities.
+	CredentialsCount    uint32 `protobuf:"varint,37,opt,name=credentials_count,json=credentialsCount,proto3" json:"credentials_count,omitempty"`
+	MultipleCredentials bool   `protobuf:"varint,38,opt,name=multiple_credentials,json=multipleCredentials,proto3" json:"multiple_credentials,omitempty"`
+	// Stored header sets as JSON objects (lower-case names, repeated fields
+	// joined, secrets redacted); empty when no header was stored.
+	RequestHeaders  string `protobuf:"bytes,39,opt,name=request_headers,json=requestHeaders,proto3" json:"request_headers,omitempty"`
+	ResponseHeaders string `protobuf:"bytes,40,opt,name=response_headers,json=responseHeaders,proto3" json:"response_headers,omitempty"`
+	// Content-Encoding values.
+	RequestContentEncoding  string `protobuf:"bytes,41,opt,name=request_content_encoding,json=requestContentEncoding,proto3" json:"request_content_encoding,omitempty"`
+	ResponseContentEncoding string `protobuf:"bytes,42,opt,name=response_content_encoding,json=responseContentEncoding,proto3" json:"response_content_encoding,omitempty"`
+	// Bodies, present only when body capture is configured: decoded from
+	// their content coding for display (valid UTF-8), at most the configured
+	// size; *_decoded_size is the decoded length kept and *_truncated tells
+	// that the body was longer.
+	RequestBody             *string `protobuf:"bytes,43,opt,name=request_body,json=requestBody,proto3,oneof" json:"request_body,omitempty"`
+	ResponseBody            *string `protobuf:"bytes,44,opt,name=response_body,json=responseBody,proto3,oneof" json:"response_body,omitempty"`
+	RequestBodyDecodedSize  int64   `protobuf:"varint,45,opt,name=request_body_decoded_size,json=requestBodyDecodedSize,proto3" json:"request_body_decoded_size,omitempty"`
+	ResponseBodyDecodedSize int64   `protobuf:"varint,46,opt,name=response_body_decoded_size,json=responseBodyDecodedSize,proto3" json:"response_body_decoded_size,omitempty"`
+	RequestBodyTruncated    bool    `protobuf:"varint,47,opt,name=request_body_truncated,json=requestBodyTruncated,proto3" json:"request_body_truncated,omitempty"`
+	ResponseBodyTruncated   bool    `protobuf:"varint,48,opt,name=response_body_truncated,json=responseBodyTruncated,proto3" json:"response_body_truncated,omitempty"`
+	// TCP segments retransmitted in each direction while its message was
+	// being received.
+	RequestRetransmissions  uint32 `protobuf:"varint,49,opt,name=request_retransmissions,json=requestRetransmissions,proto3" json:"request_retransmissions,omitempty"`
+	ResponseRetransmissions uint32 `protobuf:"varint,50,opt,name=response_retransmissions,json=responseRetransmissions,proto3" json:"response_retransmissions,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *HttpCall) Reset() {
@@ -269,6 +312,181 @@ func (x *HttpCall) GetParseStatus() string {
 	return ""
 }
 
+func (x *HttpCall) GetIdentification() string {
+	if x != nil {
+		return x.Identification
+	}
+	return ""
+}
+
+func (x *HttpCall) GetOriginIp() []byte {
+	if x != nil {
+		return x.OriginIp
+	}
+	return nil
+}
+
+func (x *HttpCall) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *HttpCall) GetJwtIss() string {
+	if x != nil {
+		return x.JwtIss
+	}
+	return ""
+}
+
+func (x *HttpCall) GetJwtSub() string {
+	if x != nil {
+		return x.JwtSub
+	}
+	return ""
+}
+
+func (x *HttpCall) GetJwtAud() string {
+	if x != nil {
+		return x.JwtAud
+	}
+	return ""
+}
+
+func (x *HttpCall) GetJwtIatNs() int64 {
+	if x != nil {
+		return x.JwtIatNs
+	}
+	return 0
+}
+
+func (x *HttpCall) GetJwtNbfNs() int64 {
+	if x != nil {
+		return x.JwtNbfNs
+	}
+	return 0
+}
+
+func (x *HttpCall) GetJwtExpNs() int64 {
+	if x != nil {
+		return x.JwtExpNs
+	}
+	return 0
+}
+
+func (x *HttpCall) GetTokenNotYetValid() bool {
+	if x != nil {
+		return x.TokenNotYetValid
+	}
+	return false
+}
+
+func (x *HttpCall) GetTokenExpired() bool {
+	if x != nil {
+		return x.TokenExpired
+	}
+	return false
+}
+
+func (x *HttpCall) GetCredentialsCount() uint32 {
+	if x != nil {
+		return x.CredentialsCount
+	}
+	return 0
+}
+
+func (x *HttpCall) GetMultipleCredentials() bool {
+	if x != nil {
+		return x.MultipleCredentials
+	}
+	return false
+}
+
+func (x *HttpCall) GetRequestHeaders() string {
+	if x != nil {
+		return x.RequestHeaders
+	}
+	return ""
+}
+
+func (x *HttpCall) GetResponseHeaders() string {
+	if x != nil {
+		return x.ResponseHeaders
+	}
+	return ""
+}
+
+func (x *HttpCall) GetRequestContentEncoding() string {
+	if x != nil {
+		return x.RequestContentEncoding
+	}
+	return ""
+}
+
+func (x *HttpCall) GetResponseContentEncoding() string {
+	if x != nil {
+		return x.ResponseContentEncoding
+	}
+	return ""
+}
+
+func (x *HttpCall) GetRequestBody() string {
+	if x != nil && x.RequestBody != nil {
+		return *x.RequestBody
+	}
+	return ""
+}
+
+func (x *HttpCall) GetResponseBody() string {
+	if x != nil && x.ResponseBody != nil {
+		return *x.ResponseBody
+	}
+	return ""
+}
+
+func (x *HttpCall) GetRequestBodyDecodedSize() int64 {
+	if x != nil {
+		return x.RequestBodyDecodedSize
+	}
+	return 0
+}
+
+func (x *HttpCall) GetResponseBodyDecodedSize() int64 {
+	if x != nil {
+		return x.ResponseBodyDecodedSize
+	}
+	return 0
+}
+
+func (x *HttpCall) GetRequestBodyTruncated() bool {
+	if x != nil {
+		return x.RequestBodyTruncated
+	}
+	return false
+}
+
+func (x *HttpCall) GetResponseBodyTruncated() bool {
+	if x != nil {
+		return x.ResponseBodyTruncated
+	}
+	return false
+}
+
+func (x *HttpCall) GetRequestRetransmissions() uint32 {
+	if x != nil {
+		return x.RequestRetransmissions
+	}
+	return 0
+}
+
+func (x *HttpCall) GetResponseRetransmissions() uint32 {
+	if x != nil {
+		return x.ResponseRetransmissions
+	}
+	return 0
+}
+
 // CallBatch is a group of calls sent by an agent. (agent_id, boot_id,
 // sequence) identifies it: a resent batch is stored once.
 type CallBatch struct {
@@ -345,7 +563,7 @@ var File_orbweaver_v1_call_proto protoreflect.FileDescriptor
 
 const file_orbweaver_v1_call_proto_rawDesc = "" +
 	"\n" +
-	"\x17orbweaver/v1/call.proto\x12\forbweaver.v1\"\x8b\a\n" +
+	"\x17orbweaver/v1/call.proto\x12\forbweaver.v1\"\xde\x0f\n" +
 	"\bHttpCall\x12\x1b\n" +
 	"\tclient_ip\x18\x01 \x01(\fR\bclientIp\x12\x1f\n" +
 	"\vclient_port\x18\x02 \x01(\rR\n" +
@@ -376,7 +594,37 @@ const file_orbweaver_v1_call_proto_rawDesc = "" +
 	"\fx_request_id\x18\x17 \x01(\tR\n" +
 	"xRequestId\x12 \n" +
 	"\vtraceparent\x18\x18 \x01(\tR\vtraceparent\x12!\n" +
-	"\fparse_status\x18\x19 \x01(\tR\vparseStatus\"\x92\x01\n" +
+	"\fparse_status\x18\x19 \x01(\tR\vparseStatus\x12&\n" +
+	"\x0eidentification\x18\x1a \x01(\tR\x0eidentification\x12\x1b\n" +
+	"\torigin_ip\x18\x1b \x01(\fR\boriginIp\x12\x1a\n" +
+	"\btemplate\x18\x1c \x01(\tR\btemplate\x12\x17\n" +
+	"\ajwt_iss\x18\x1d \x01(\tR\x06jwtIss\x12\x17\n" +
+	"\ajwt_sub\x18\x1e \x01(\tR\x06jwtSub\x12\x17\n" +
+	"\ajwt_aud\x18\x1f \x01(\tR\x06jwtAud\x12\x1c\n" +
+	"\n" +
+	"jwt_iat_ns\x18  \x01(\x03R\bjwtIatNs\x12\x1c\n" +
+	"\n" +
+	"jwt_nbf_ns\x18! \x01(\x03R\bjwtNbfNs\x12\x1c\n" +
+	"\n" +
+	"jwt_exp_ns\x18\" \x01(\x03R\bjwtExpNs\x12-\n" +
+	"\x13token_not_yet_valid\x18# \x01(\bR\x10tokenNotYetValid\x12#\n" +
+	"\rtoken_expired\x18$ \x01(\bR\ftokenExpired\x12+\n" +
+	"\x11credentials_count\x18% \x01(\rR\x10credentialsCount\x121\n" +
+	"\x14multiple_credentials\x18& \x01(\bR\x13multipleCredentials\x12'\n" +
+	"\x0frequest_headers\x18' \x01(\tR\x0erequestHeaders\x12)\n" +
+	"\x10response_headers\x18( \x01(\tR\x0fresponseHeaders\x128\n" +
+	"\x18request_content_encoding\x18) \x01(\tR\x16requestContentEncoding\x12:\n" +
+	"\x19response_content_encoding\x18* \x01(\tR\x17responseContentEncoding\x12&\n" +
+	"\frequest_body\x18+ \x01(\tH\x00R\vrequestBody\x88\x01\x01\x12(\n" +
+	"\rresponse_body\x18, \x01(\tH\x01R\fresponseBody\x88\x01\x01\x129\n" +
+	"\x19request_body_decoded_size\x18- \x01(\x03R\x16requestBodyDecodedSize\x12;\n" +
+	"\x1aresponse_body_decoded_size\x18. \x01(\x03R\x17responseBodyDecodedSize\x124\n" +
+	"\x16request_body_truncated\x18/ \x01(\bR\x14requestBodyTruncated\x126\n" +
+	"\x17response_body_truncated\x180 \x01(\bR\x15responseBodyTruncated\x127\n" +
+	"\x17request_retransmissions\x181 \x01(\rR\x16requestRetransmissions\x129\n" +
+	"\x18response_retransmissions\x182 \x01(\rR\x17responseRetransmissionsB\x0f\n" +
+	"\r_request_bodyB\x10\n" +
+	"\x0e_response_body\"\x92\x01\n" +
 	"\tCallBatch\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x1a\n" +
@@ -415,6 +663,7 @@ func file_orbweaver_v1_call_proto_init() {
 	if File_orbweaver_v1_call_proto != nil {
 		return
 	}
+	file_orbweaver_v1_call_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
