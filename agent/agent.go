@@ -76,17 +76,19 @@ type Agent struct {
 	mu        sync.Mutex
 	conf      *orbweaverv1.AgentConfig // last config accepted from the controller
 	wantOn    bool                     // capture requested by the controller
+	lastFile  string                   // file of the latest session ("" for live)
 	session   *captureSession
 	fileDone  chan error // file mode: receives the read result once
 	fileSent  bool
 	captErr   string
 	captStart time.Time
 
-	base    pipeline.Stats // counters of finished capture sessions
-	kdrops  atomic.Uint64  // kernel drops of finished sessions
-	current atomic.Pointer[captureSession]
-	changed chan struct{} // cap 1: desired capture state changed
-	hbNow   chan struct{} // cap 1: send a heartbeat now
+	base     pipeline.Stats // counters of finished capture sessions
+	kdrops   atomic.Uint64  // kernel drops of finished sessions
+	current  atomic.Pointer[captureSession]
+	sessions atomic.Uint64
+	changed  chan struct{} // cap 1: desired capture state changed
+	hbNow    chan struct{} // cap 1: send a heartbeat now
 
 	previous *orbweaverv1.PreviousBoot // what the last process left, or nil
 
@@ -96,6 +98,7 @@ type Agent struct {
 }
 
 type captureSession struct {
+	file   string // the file read, "" for a live capture
 	cancel context.CancelFunc
 	done   chan struct{}
 	pipe   *pipeline.Pipeline
@@ -326,7 +329,19 @@ func (a *Agent) applyConfig(u *orbweaverv1.ConfigUpdate) *orbweaverv1.ConfigAck 
 		return &orbweaverv1.ConfigAck{Version: u.GetVersion(), Error: verr.Error()}
 	}
 	a.mu.Lock()
-	restart := !proto.Equal(a.conf.GetCapture(), next.GetCapture())
+	changed := !proto.Equal(a.conf.GetCapture(), next.GetCapture()) || !proto.Equal(a.conf.GetParsing(), next.GetParsing())
+	// A live capture restarts with the new settings. A file being read is
+	// not read again from the start (its calls would be sent twice): the
+	// new settings apply from the next StartCapture.
+	newFile, _ := a.sourceOf(next.GetCapture())
+	var restart bool
+	switch {
+	case !changed:
+	case a.session != nil:
+		restart = a.session.file == "" || a.session.file != newFile
+	default: // idle (stopped, failed, or a file read to its end)
+		restart = a.wantOn && (newFile == "" || newFile != a.lastFile)
+	}
 	a.conf = next
 	a.mu.Unlock()
 	a.up.SetLimits(limitsOf(next))
@@ -423,11 +438,12 @@ func (a *Agent) startSession(ctx context.Context, conf *orbweaverv1.AgentConfig)
 		}
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &captureSession{cancel: cancel, done: make(chan struct{})}
-	s.pipe = pipeline.New(a.cfg.Pipeline, a.emitter(sctx, file != ""))
+	s := &captureSession{file: file, cancel: cancel, done: make(chan struct{})}
+	s.pipe = pipeline.New(a.pipelineConfig(conf), a.emitter(sctx, file != ""))
 	a.current.Store(s)
 	a.mu.Lock()
 	a.session = s
+	a.lastFile = file
 	a.captErr = ""
 	a.mu.Unlock()
 	go func() {
@@ -449,6 +465,25 @@ func (a *Agent) startSession(ctx context.Context, conf *orbweaverv1.AgentConfig)
 		}
 		a.retire(s)
 	}()
+}
+
+// pipelineConfig is the decoder's configuration for a session: the
+// agent's memory bounds and the controller's parsing settings.
+func (a *Agent) pipelineConfig(conf *orbweaverv1.AgentConfig) pipeline.Config {
+	pc := a.cfg.Pipeline
+	parsing, err := pipeline.ParsingFromProto(conf.GetParsing())
+	if err != nil {
+		// Validated before the config was accepted; keep going with what
+		// was valid rather than not capturing at all.
+		a.log.Error("parsing config", "err", err)
+	}
+	salt := conf.GetParsing().GetRedactionSalt()
+	if salt == "" {
+		salt = a.id
+	}
+	parsing.Salt = []byte(salt)
+	pc.Parsing = parsing
+	return pc
 }
 
 // retire folds a finished session's counters into the totals.
@@ -515,6 +550,7 @@ func (a *Agent) capture(ctx context.Context, s *captureSession, c *orbweaverv1.C
 	a.captStart = time.Now()
 	a.mu.Unlock()
 	s.handle.Store(h)
+	a.sessions.Add(1)
 	a.heartbeatNow() // capturing from now on
 	a.log.Info("capture started", "source", file+iface, "filter", c.GetBpfFilter())
 	return runCapture(ctx, h, s.pipe)
@@ -587,6 +623,9 @@ func (a *Agent) heartbeats(ctx context.Context) {
 
 // Stats are the agent's cumulative counters.
 type Stats struct {
+	// Sessions counts capture sessions whose source was opened (a config
+	// change that restarts the capture adds one).
+	Sessions    uint64
 	Pipeline    pipeline.Stats
 	KernelDrops uint64
 	Uplink      uplink.Stats
@@ -610,7 +649,7 @@ func (a *Agent) Stats() Stats {
 	if a.up != nil {
 		us = a.up.Stats()
 	}
-	return Stats{Pipeline: ps, KernelDrops: kd, Uplink: us, Capturing: cur != nil && cur.handle.Load() != nil}
+	return Stats{Sessions: a.sessions.Load(), Pipeline: ps, KernelDrops: kd, Uplink: us, Capturing: cur != nil && cur.handle.Load() != nil}
 }
 
 // heartbeat builds the status message; only the heartbeat loop calls it

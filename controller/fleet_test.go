@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -522,5 +523,68 @@ func TestUploadWithTheAgentCLI(t *testing.T) {
 	}
 	if u := mustCall(t, rc, "orbweaver.v1.ControlService/ListUploads", `{}`); !strings.Contains(u, `"state":"done"`) || !strings.Contains(u, `"callsStored":"30"`) {
 		t.Fatalf("ListUploads: %s", u)
+	}
+}
+
+// TestParsingConfigReachesTheDecoder changes parsing settings remotely and
+// checks their effect on stored calls: template rules, extra redacted
+// headers, body capture, and identification.
+func TestParsingConfigReachesTheDecoder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("live capture needs root")
+	}
+	e := startController(t, pgtest.URL(t), "")
+	_, port := startHTTPServer(t)
+	r := startAgent(t, agent.Config{Controller: e.addr, Name: "parse", Interface: "lo", Filter: fmt.Sprintf("tcp port %d", port)})
+	rc, _, err := newReflectClient(context.Background(), controlConn(t, e.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "capturing", func() bool { return agentState(t, rc, r.a.ID()) == "AGENT_STATE_CAPTURING" })
+	sessions := r.a.Stats().Sessions
+	mustCall(t, rc, "orbweaver.v1.ControlService/UpdateConfig", `{"agent":"parse","config":{"parsing":{
+		"headers_redact":["x-api-key"],"headers_keep":["x-api-key","accept"],"capture_bodies":true,"body_max_bytes":100,
+		"template_rules":[{"pattern":"^/status/2..$","template":"/status/{success}"}]}},
+		"update_mask":"parsing.headersRedact,parsing.headersKeep,parsing.captureBodies,parsing.bodyMaxBytes,parsing.templateRules"}`)
+	waitFor(t, 10*time.Second, "config acknowledged", func() bool { return getConfig(t, rc, "parse").AckedVersion == "2" })
+	waitFor(t, 10*time.Second, "capture restarted", func() bool { st := r.a.Stats(); return st.Sessions > sessions && st.Capturing })
+	// Retry until a request is stored (the first one may race the capture's
+	// start on lo).
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	var query string
+	for i := 0; ; i++ {
+		query = fmt.Sprintf("x=%d", i)
+		req, err := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/status/201?%s", port, query), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("alice", "s3cret")
+		req.Header.Set("X-Api-Key", "key-123")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		deadline := time.Now().Add(2 * time.Second)
+		for e.count(t, "agent_id = $1 AND query = $2", r.a.ID(), query) == 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if e.count(t, "agent_id = $1 AND query = $2", r.a.ID(), query) == 1 {
+			break
+		}
+		if i == 10 {
+			t.Fatal("no request was stored after the config change")
+		}
+	}
+	var ident, template, reqHeaders, body string
+	if err := e.db.QueryRow(context.Background(), `SELECT identification, template, request_headers::text, response_body
+		FROM http_calls WHERE agent_id = $1 AND query = $2`, r.a.ID(), query).Scan(&ident, &template, &reqHeaders, &body); err != nil {
+		t.Fatal(err)
+	}
+	if ident != "alice" || template != "/status/{success}" || body != "status 201\n" {
+		t.Errorf("identification %q, template %q, body %q", ident, template, body)
+	}
+	if strings.Contains(reqHeaders, "key-123") || !strings.Contains(reqHeaders, `"x-api-key": "hmac:`) || strings.Contains(reqHeaders, "s3cret") {
+		t.Errorf("request headers not redacted as configured: %s", reqHeaders)
 	}
 }

@@ -18,7 +18,7 @@ func TestPaths(t *testing.T) {
 		"shipping.batch_max_calls", "shipping.batch_max_delay_ms", "shipping.queue_max_calls", "shipping.max_in_flight_batches", "shipping.queue_max_bytes",
 		"heartbeat_interval_seconds",
 		"parsing.protocols", "parsing.headers_keep", "parsing.all_headers", "parsing.headers_redact", "parsing.capture_bodies",
-		"parsing.body_max_bytes", "parsing.template_rules",
+		"parsing.body_max_bytes", "parsing.template_rules", "parsing.redaction_salt",
 	}
 	if got := Paths(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Paths() =\n%v\nwant\n%v", got, want)

@@ -103,6 +103,9 @@ func Validate(cfg *orbweaverv1.AgentConfig, env Env) *ValidationError {
 		}
 	}
 	p := cfg.GetParsing()
+	if len(p.GetProtocols()) == 0 {
+		add("parsing.protocols", "must enable at least one protocol (known: %s)", strings.Join(protocols, ", "))
+	}
 	for i, proto := range p.GetProtocols() {
 		if !slices.Contains(protocols, proto) {
 			add(fmt.Sprintf("parsing.protocols[%d]", i), "unknown protocol %q (known: %s)", proto, strings.Join(protocols, ", "))

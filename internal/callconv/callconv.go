@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -25,30 +26,30 @@ func ToProto(c *model.HTTPCall) *orbweaverv1.HttpCall {
 		RequestEndNs:        nanos(c.RequestEnd),
 		ResponseStartNs:     nanos(c.ResponseStart),
 		ResponseEndNs:       nanos(c.ResponseEnd),
-		Method:              c.Method,
-		Host:                c.Host,
-		Path:                c.Path,
-		Query:               c.Query,
-		HttpVersion:         c.HTTPVersion,
+		Method:              valid(c.Method),
+		Host:                valid(c.Host),
+		Path:                valid(c.Path),
+		Query:               valid(c.Query),
+		HttpVersion:         valid(c.HTTPVersion),
 		Status:              uint32(max(c.Status, 0)),
 		RequestHeaderSize:   c.RequestHeaderSize,
 		RequestBodySize:     c.RequestBodySize,
 		ResponseHeaderSize:  c.ResponseHeaderSize,
 		ResponseBodySize:    c.ResponseBodySize,
-		RequestContentType:  c.RequestContentType,
-		ResponseContentType: c.ResponseContentType,
-		UserAgent:           c.UserAgent,
-		XForwardedFor:       c.XForwardedFor,
-		XRequestId:          c.XRequestID,
-		Traceparent:         c.Traceparent,
-		ParseStatus:         string(c.ParseStatus),
+		RequestContentType:  valid(c.RequestContentType),
+		ResponseContentType: valid(c.ResponseContentType),
+		UserAgent:           valid(c.UserAgent),
+		XForwardedFor:       valid(c.XForwardedFor),
+		XRequestId:          valid(c.XRequestID),
+		Traceparent:         valid(c.Traceparent),
+		ParseStatus:         valid(string(c.ParseStatus)),
 
-		Identification:          c.Identification,
+		Identification:          valid(c.Identification),
 		OriginIp:                addrBytes(c.Origin),
-		Template:                c.Template,
-		JwtIss:                  c.JWTIssuer,
-		JwtSub:                  c.JWTSubject,
-		JwtAud:                  c.JWTAudience,
+		Template:                valid(c.Template),
+		JwtIss:                  valid(c.JWTIssuer),
+		JwtSub:                  valid(c.JWTSubject),
+		JwtAud:                  valid(c.JWTAudience),
 		JwtIatNs:                nanos(c.JWTIssuedAt),
 		JwtNbfNs:                nanos(c.JWTNotBefore),
 		JwtExpNs:                nanos(c.JWTExpires),
@@ -56,10 +57,10 @@ func ToProto(c *model.HTTPCall) *orbweaverv1.HttpCall {
 		TokenExpired:            c.TokenExpired,
 		CredentialsCount:        uint32(max(c.CredentialsCount, 0)),
 		MultipleCredentials:     c.MultipleCredentials,
-		RequestHeaders:          c.RequestHeaders,
-		ResponseHeaders:         c.ResponseHeaders,
-		RequestContentEncoding:  c.RequestContentEncoding,
-		ResponseContentEncoding: c.ResponseContentEncoding,
+		RequestHeaders:          valid(c.RequestHeaders),
+		ResponseHeaders:         valid(c.ResponseHeaders),
+		RequestContentEncoding:  valid(c.RequestContentEncoding),
+		ResponseContentEncoding: valid(c.ResponseContentEncoding),
 		RequestBodyDecodedSize:  c.RequestBodyDecodedSize,
 		ResponseBodyDecodedSize: c.ResponseBodyDecodedSize,
 		RequestBodyTruncated:    c.RequestBodyTruncated,
@@ -68,12 +69,24 @@ func ToProto(c *model.HTTPCall) *orbweaverv1.HttpCall {
 		ResponseRetransmissions: uint32(min(max(c.ResponseRetransmissions, 0), math.MaxUint32)),
 	}
 	if c.RequestBodyCaptured {
-		p.RequestBody = &c.RequestBody
+		rb := valid(c.RequestBody)
+		p.RequestBody = &rb
 	}
 	if c.ResponseBodyCaptured {
-		p.ResponseBody = &c.ResponseBody
+		rb := valid(c.ResponseBody)
+		p.ResponseBody = &rb
 	}
 	return p
+}
+
+// valid returns s with invalid UTF-8 replaced by U+FFFD: protobuf strings
+// must be valid UTF-8, and one bad byte in a sniffed path must not make a
+// whole batch unsendable. Valid strings are returned as they are.
+func valid(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // FromProto converts a wire call back to the model.

@@ -64,6 +64,7 @@ func sample() *model.HTTPCall {
 
 func TestProtoRoundTrip(t *testing.T) {
 	c := sample()
+	c.Query = "q=\"x\"&u=\x01" // valid UTF-8: invalid bytes do not survive (see TestToProtoAlwaysMarshals)
 	p := ToProto(c)
 	if len(p.ClientIp) != 4 || len(p.ServerIp) != 16 {
 		t.Fatalf("ip lengths = %d, %d; want 4, 16", len(p.ClientIp), len(p.ServerIp))
@@ -141,5 +142,22 @@ func BenchmarkAppendJSON(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = AppendJSON(buf[:0], c)
+	}
+}
+
+func TestToProtoAlwaysMarshals(t *testing.T) {
+	bad := "\xff\xfe/x\x80"
+	c := &model.HTTPCall{
+		Method: bad, Host: bad, Path: bad, Query: bad, HTTPVersion: bad, RequestContentType: bad, ResponseContentType: bad,
+		UserAgent: bad, XForwardedFor: bad, XRequestID: bad, Traceparent: bad, Identification: bad, Template: bad,
+		JWTIssuer: bad, JWTSubject: bad, JWTAudience: bad, RequestHeaders: bad, ResponseHeaders: bad,
+		RequestContentEncoding: bad, ResponseContentEncoding: bad, ParseStatus: model.ParseStatus(bad),
+	}
+	p := ToProto(c)
+	if _, err := proto.Marshal(p); err != nil {
+		t.Fatalf("a call with invalid UTF-8 does not marshal: %v", err)
+	}
+	if p.GetPath() != "\ufffd/x\ufffd" {
+		t.Fatalf("path = %q", p.GetPath())
 	}
 }

@@ -210,6 +210,10 @@ type ParsingConfig struct {
 	BodyMaxBytes  uint32 `protobuf:"varint,6,opt,name=body_max_bytes,json=bodyMaxBytes,proto3" json:"body_max_bytes,omitempty"`
 	// Path template rules applied before the built-in normalization.
 	TemplateRules []*TemplateRule `protobuf:"bytes,7,rep,name=template_rules,json=templateRules,proto3" json:"template_rules,omitempty"`
+	// Key of the salted hash that replaces redacted values (equal secrets
+	// get equal hashes). Empty: the agent's id, so hashes match within one
+	// agent; set a server-wide default to match them across agents.
+	RedactionSalt string `protobuf:"bytes,8,opt,name=redaction_salt,json=redactionSalt,proto3" json:"redaction_salt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -291,6 +295,13 @@ func (x *ParsingConfig) GetTemplateRules() []*TemplateRule {
 		return x.TemplateRules
 	}
 	return nil
+}
+
+func (x *ParsingConfig) GetRedactionSalt() string {
+	if x != nil {
+		return x.RedactionSalt
+	}
+	return ""
 }
 
 // TemplateRule rewrites paths matching a regular expression (RE2 syntax)
@@ -567,7 +578,7 @@ const file_orbweaver_v1_config_proto_rawDesc = "" +
 	"\vpromiscuous\x18\x04 \x01(\bR\vpromiscuous\x12&\n" +
 	"\x0fbuffer_size_mib\x18\x05 \x01(\rR\rbufferSizeMib\x12\x12\n" +
 	"\x04mode\x18\x06 \x01(\tR\x04mode\x12\x1b\n" +
-	"\tfile_path\x18\a \x01(\tR\bfilePath\"\xa8\x02\n" +
+	"\tfile_path\x18\a \x01(\tR\bfilePath\"\xcf\x02\n" +
 	"\rParsingConfig\x12\x1c\n" +
 	"\tprotocols\x18\x01 \x03(\tR\tprotocols\x12!\n" +
 	"\fheaders_keep\x18\x02 \x03(\tR\vheadersKeep\x12\x1f\n" +
@@ -576,7 +587,8 @@ const file_orbweaver_v1_config_proto_rawDesc = "" +
 	"\x0eheaders_redact\x18\x04 \x03(\tR\rheadersRedact\x12%\n" +
 	"\x0ecapture_bodies\x18\x05 \x01(\bR\rcaptureBodies\x12$\n" +
 	"\x0ebody_max_bytes\x18\x06 \x01(\rR\fbodyMaxBytes\x12A\n" +
-	"\x0etemplate_rules\x18\a \x03(\v2\x1a.orbweaver.v1.TemplateRuleR\rtemplateRules\"D\n" +
+	"\x0etemplate_rules\x18\a \x03(\v2\x1a.orbweaver.v1.TemplateRuleR\rtemplateRules\x12%\n" +
+	"\x0eredaction_salt\x18\b \x01(\tR\rredactionSalt\"D\n" +
 	"\fTemplateRule\x12\x18\n" +
 	"\apattern\x18\x01 \x01(\tR\apattern\x12\x1a\n" +
 	"\btemplate\x18\x02 \x01(\tR\btemplate\"\xe8\x01\n" +
