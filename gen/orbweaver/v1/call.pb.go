@@ -58,7 +58,7 @@ type HttpCall struct {
 	XRequestId          string `protobuf:"bytes,23,opt,name=x_request_id,json=xRequestId,proto3" json:"x_request_id,omitempty"`
 	Traceparent         string `protobuf:"bytes,24,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
 	// How complete the exchange is: "ok", "no_response", "no_request",
-	// "gap", "truncated", "upgraded". See README "Parse statuses".
+	// "gap", "truncated", "upgraded". See internal/model and docs/schema.md.
 	ParseStatus string `protobuf:"bytes,25,opt,name=parse_status,json=parseStatus,proto3" json:"parse_status,omitempty"`
 	// Basic-auth login, else the "sub" of a JWT bearer token.
 	Identification string `protobuf:"bytes,26,opt,name=identification,proto3" json:"identification,omitempty"`
