@@ -390,7 +390,13 @@ func TestQueueOverflowDropsAreExact(t *testing.T) {
 	for range 100 {
 		get(t, url)
 	}
-	waitFor(t, 10*time.Second, "100 calls decoded", func() bool { return r.a.Stats().Pipeline.Calls == 100 })
+	deadline := time.Now().Add(20 * time.Second)
+	for r.a.Stats().Pipeline.Calls < 100 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if all := r.a.Stats(); all.Pipeline.Calls != 100 {
+		t.Fatalf("decoded %d calls of 100 requests; agent stats %+v", all.Pipeline.Calls, all)
+	}
 	st := r.a.Stats().Uplink
 	if st.QueueDrops != 60 || st.QueueDropsByReason["queue_full_calls"] != 60 || st.QueueDepth != 40 {
 		t.Fatalf("while the controller is down: %+v; want 60 drops (queue_full_calls) and 40 queued", st)
