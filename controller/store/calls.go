@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +50,9 @@ var httpCallColumns = []string{
 	"request_body_truncated", "response_body_truncated",
 	"request_retransmissions", "response_retransmissions",
 }
+
+// copyCallsSQL copies httpCallColumns in binary format.
+var copyCallsSQL = "COPY http_calls (" + strings.Join(httpCallColumns, ", ") + ") FROM STDIN (FORMAT binary)"
 
 // InsertCallBatch stores a batch exactly once. In one transaction it
 // records (agent_id, boot_id, sequence) in ingested_batches and, when that
@@ -102,16 +107,18 @@ func (s *Store) InsertCallBatch(ctx context.Context, b *orbweaverv1.CallBatch) (
 		if len(calls) == 0 {
 			return nil
 		}
-		src := newCallSource(agentID, calls, time.Now())
-		n, err := tx.CopyFrom(ctx, pgx.Identifier{"http_calls"}, httpCallColumns, src)
-		if src.err != nil {
-			// The server only saw "COPY from stdin failed"; report our error.
-			err = src.err
+		enc := s.encoders.Get().(*copyEncoder)
+		defer s.encoders.Put(enc)
+		enc.agentID, enc.now = agentID, time.Now()
+		data, err := enc.encode(calls)
+		if err != nil {
+			return fmt.Errorf("encode calls: %w", err)
 		}
+		tagCopy, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(data), copyCallsSQL)
 		if err != nil {
 			return fmt.Errorf("copy calls: %w", err)
 		}
-		res.Rows = int(n)
+		res.Rows = int(tagCopy.RowsAffected())
 		return nil
 	})
 	if err != nil {
@@ -120,176 +127,289 @@ func (s *Store) InsertCallBatch(ctx context.Context, b *orbweaverv1.CallBatch) (
 	return res, nil
 }
 
-// callSource feeds the calls of a batch to COPY, one reused row at a time.
-type callSource struct {
+// copyHeader starts a binary COPY stream: signature, flags, no extension.
+var copyHeader = []byte("PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+
+// copyEncoder writes the calls of a batch in PostgreSQL's binary COPY
+// format, straight from the protobuf messages: no per-value interface
+// boxing, no reflection, one buffer reused across batches.
+type copyEncoder struct {
+	buf     []byte
 	agentID uuid.UUID
-	calls   []*orbweaverv1.HttpCall
 	now     time.Time
-	i       int
-	row     []any
-	err     error
 }
 
-func newCallSource(agentID uuid.UUID, calls []*orbweaverv1.HttpCall, now time.Time) *callSource {
-	return &callSource{agentID: agentID, calls: calls, now: now, i: -1, row: make([]any, len(httpCallColumns))}
+// encode returns the COPY stream for calls (valid until the next call).
+func (e *copyEncoder) encode(calls []*orbweaverv1.HttpCall) ([]byte, error) {
+	e.buf = append(e.buf[:0], copyHeader...)
+	for i, h := range calls {
+		if err := e.row(h); err != nil {
+			return nil, fmt.Errorf("call %d: %w", i, err)
+		}
+	}
+	e.buf = binary.BigEndian.AppendUint16(e.buf, 0xffff) // trailer: -1
+	return e.buf, nil
 }
 
-// Next implements pgx.CopyFromSource.
-func (c *callSource) Next() bool {
-	c.i++
-	return c.i < len(c.calls) && c.err == nil
-}
-
-// Err implements pgx.CopyFromSource.
-func (c *callSource) Err() error { return c.err }
-
-// Values implements pgx.CopyFromSource. The returned slice is reused: COPY
-// encodes it before asking for the next row.
-func (c *callSource) Values() ([]any, error) {
-	h := c.calls[c.i]
+func (e *copyEncoder) row(h *orbweaverv1.HttpCall) error {
 	if h == nil {
-		c.err = fmt.Errorf("call %d is nil", c.i)
-		return nil, c.err
+		return errors.New("nil call")
 	}
 	clientIP, err := ipValue(h.GetClientIp())
 	if err != nil {
-		c.err = fmt.Errorf("call %d: client ip: %w", c.i, err)
-		return nil, c.err
+		return fmt.Errorf("client ip: %w", err)
 	}
 	serverIP, err := ipValue(h.GetServerIp())
 	if err != nil {
-		c.err = fmt.Errorf("call %d: server ip: %w", c.i, err)
-		return nil, c.err
+		return fmt.Errorf("server ip: %w", err)
+	}
+	origin, err := ipValue(h.GetOriginIp())
+	if err != nil {
+		return fmt.Errorf("origin ip: %w", err)
 	}
 	status := h.GetStatus()
 	if status > math.MaxInt16 {
-		c.err = fmt.Errorf("call %d: status %d out of range", c.i, status)
-		return nil, c.err
+		return fmt.Errorf("status %d out of range", status)
 	}
 	reqStart, reqEnd := h.GetRequestStartNs(), h.GetRequestEndNs()
 	respStart, respEnd := h.GetResponseStartNs(), h.GetResponseEndNs()
 
-	r := c.row
-	r[0] = c.callTime(reqStart, respStart, reqEnd, respEnd)
-	r[1] = c.agentID
-	r[2] = clientIP
-	r[3] = portValue(h.GetClientPort(), clientIP)
-	r[4] = serverIP
-	r[5] = portValue(h.GetServerPort(), serverIP)
-	r[6] = text(h.GetMethod())
-	r[7] = text(h.GetHost())
-	r[8] = text(h.GetPath())
-	r[9] = text(h.GetQuery())
-	r[10] = text(h.GetHttpVersion())
+	e.buf = binary.BigEndian.AppendUint16(e.buf, uint16(len(httpCallColumns)))
+	e.timestamp(firstNonZero(reqStart, respStart, reqEnd, respEnd, e.now.UnixNano()))
+	e.field(e.agentID[:])
+	e.inet(clientIP)
+	e.port(h.GetClientPort(), clientIP)
+	e.inet(serverIP)
+	e.port(h.GetServerPort(), serverIP)
+	e.text(h.GetMethod())
+	e.text(h.GetHost())
+	e.text(h.GetPath())
+	e.text(h.GetQuery())
+	e.text(h.GetHttpVersion())
 	if status == 0 {
-		r[11] = nil
+		e.null()
 	} else {
-		r[11] = int16(status)
+		e.int16(int16(status))
 	}
 	if reqStart != 0 && respEnd != 0 {
-		r[12] = (respEnd - reqStart) / 1000
+		e.int64((respEnd - reqStart) / 1000)
 	} else {
-		r[12] = nil
+		e.null()
 	}
-	r[13] = timeValue(reqStart)
-	r[14] = timeValue(reqEnd)
-	r[15] = timeValue(respStart)
-	r[16] = timeValue(respEnd)
-	r[17] = clampInt32(h.GetRequestHeaderSize())
-	r[18] = h.GetRequestBodySize()
-	r[19] = clampInt32(h.GetResponseHeaderSize())
-	r[20] = h.GetResponseBodySize()
-	r[21] = text(h.GetRequestContentType())
-	r[22] = text(h.GetResponseContentType())
-	r[23] = text(h.GetUserAgent())
-	r[24] = text(h.GetXForwardedFor())
-	r[25] = text(h.GetXRequestId())
-	r[26] = text(h.GetTraceparent())
-	r[27] = text(h.GetParseStatus())
-
-	origin, err := ipValue(h.GetOriginIp())
-	if err != nil {
-		c.err = fmt.Errorf("call %d: origin ip: %w", c.i, err)
-		return nil, c.err
-	}
-	r[28] = nullText(h.GetIdentification())
-	r[29] = origin
-	if h.GetMethod() != "" {
-		r[30] = text(h.GetTemplate())
-		r[37] = h.GetTokenNotYetValid()
-		r[38] = h.GetTokenExpired()
-		r[39] = int16(min(h.GetCredentialsCount(), math.MaxInt16))
-		r[40] = h.GetMultipleCredentials()
+	e.optTimestamp(reqStart)
+	e.optTimestamp(reqEnd)
+	e.optTimestamp(respStart)
+	e.optTimestamp(respEnd)
+	e.int32(clampInt32(h.GetRequestHeaderSize()))
+	e.int64(h.GetRequestBodySize())
+	e.int32(clampInt32(h.GetResponseHeaderSize()))
+	e.int64(h.GetResponseBodySize())
+	e.text(h.GetRequestContentType())
+	e.text(h.GetResponseContentType())
+	e.text(h.GetUserAgent())
+	e.text(h.GetXForwardedFor())
+	e.text(h.GetXRequestId())
+	e.text(h.GetTraceparent())
+	e.text(h.GetParseStatus())
+	// 0007_http_call_fields
+	e.nullText(h.GetIdentification())
+	e.inet(origin)
+	hasRequest := h.GetMethod() != ""
+	if hasRequest {
+		e.text(h.GetTemplate())
 	} else {
-		r[30], r[37], r[38], r[39], r[40] = nil, nil, nil, nil, nil
+		e.null()
 	}
-	r[31] = nullText(h.GetJwtIss())
-	r[32] = nullText(h.GetJwtSub())
-	r[33] = nullText(h.GetJwtAud())
-	r[34] = timeValue(h.GetJwtIatNs())
-	r[35] = timeValue(h.GetJwtNbfNs())
-	r[36] = timeValue(h.GetJwtExpNs())
-	r[41] = jsonValue(h.GetRequestHeaders())
-	r[42] = jsonValue(h.GetResponseHeaders())
-	r[43] = text(h.GetRequestContentEncoding())
-	r[44] = text(h.GetResponseContentEncoding())
+	e.nullText(h.GetJwtIss())
+	e.nullText(h.GetJwtSub())
+	e.nullText(h.GetJwtAud())
+	e.optTimestamp(h.GetJwtIatNs())
+	e.optTimestamp(h.GetJwtNbfNs())
+	e.optTimestamp(h.GetJwtExpNs())
+	if hasRequest {
+		e.bool(h.GetTokenNotYetValid())
+		e.bool(h.GetTokenExpired())
+		e.int16(int16(min(h.GetCredentialsCount(), math.MaxInt16)))
+		e.bool(h.GetMultipleCredentials())
+	} else {
+		e.null()
+		e.null()
+		e.null()
+		e.null()
+	}
+	e.jsonb(h.GetRequestHeaders())
+	e.jsonb(h.GetResponseHeaders())
+	e.text(h.GetRequestContentEncoding())
+	e.text(h.GetResponseContentEncoding())
 	if h.RequestBody != nil {
-		r[45] = text(*h.RequestBody)
-		r[47] = int32(max(min(h.GetRequestBodyDecodedSize(), math.MaxInt32), 0))
-		r[49] = h.GetRequestBodyTruncated()
+		e.text(*h.RequestBody)
 	} else {
-		r[45], r[47], r[49] = nil, nil, nil
+		e.null()
 	}
 	if h.ResponseBody != nil {
-		r[46] = text(*h.ResponseBody)
-		r[48] = int32(max(min(h.GetResponseBodyDecodedSize(), math.MaxInt32), 0))
-		r[50] = h.GetResponseBodyTruncated()
+		e.text(*h.ResponseBody)
 	} else {
-		r[46], r[48], r[50] = nil, nil, nil
+		e.null()
 	}
-	r[51] = int32(min(h.GetRequestRetransmissions(), math.MaxInt32))
-	r[52] = int32(min(h.GetResponseRetransmissions(), math.MaxInt32))
-	return r, nil
+	e.optSize(h.RequestBody != nil, h.GetRequestBodyDecodedSize())
+	e.optSize(h.ResponseBody != nil, h.GetResponseBodyDecodedSize())
+	if h.RequestBody != nil {
+		e.bool(h.GetRequestBodyTruncated())
+	} else {
+		e.null()
+	}
+	if h.ResponseBody != nil {
+		e.bool(h.GetResponseBodyTruncated())
+	} else {
+		e.null()
+	}
+	e.int32(int32(min(h.GetRequestRetransmissions(), math.MaxInt32)))
+	e.int32(int32(min(h.GetResponseRetransmissions(), math.MaxInt32)))
+	return nil
 }
 
-// callTime is the first time seen among the arguments, else c.now.
-func (c *callSource) callTime(ns ...int64) time.Time {
+func firstNonZero(ns ...int64) int64 {
 	for _, n := range ns {
 		if n != 0 {
-			return time.Unix(0, n).UTC()
+			return n
 		}
 	}
-	return c.now
+	return 0
 }
 
-// timeValue is nil for 0 (not seen), else the UTC time.
-func timeValue(ns int64) any {
-	if ns == 0 {
-		return nil
+func (e *copyEncoder) null() { e.buf = binary.BigEndian.AppendUint32(e.buf, 0xffffffff) }
+
+func (e *copyEncoder) field(b []byte) {
+	e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(len(b)))
+	e.buf = append(e.buf, b...)
+}
+
+func (e *copyEncoder) int16(v int16) {
+	e.buf = binary.BigEndian.AppendUint32(e.buf, 2)
+	e.buf = binary.BigEndian.AppendUint16(e.buf, uint16(v))
+}
+
+func (e *copyEncoder) int32(v int32) {
+	e.buf = binary.BigEndian.AppendUint32(e.buf, 4)
+	e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(v))
+}
+
+func (e *copyEncoder) int64(v int64) {
+	e.buf = binary.BigEndian.AppendUint32(e.buf, 8)
+	e.buf = binary.BigEndian.AppendUint64(e.buf, uint64(v))
+}
+
+func (e *copyEncoder) bool(v bool) {
+	e.buf = binary.BigEndian.AppendUint32(e.buf, 1)
+	if v {
+		e.buf = append(e.buf, 1)
+	} else {
+		e.buf = append(e.buf, 0)
 	}
-	return time.Unix(0, ns).UTC()
+}
+
+// pgEpochMicros is 2000-01-01 00:00:00 UTC in Unix microseconds: binary
+// timestamptz counts microseconds from there.
+const pgEpochMicros = 946684800 * 1000000
+
+// timestamp writes Unix nanoseconds truncated to microseconds.
+func (e *copyEncoder) timestamp(ns int64) {
+	us := ns / 1000
+	if ns < 0 && ns%1000 != 0 {
+		us-- // floor, as time.Time does
+	}
+	e.int64(us - pgEpochMicros)
+}
+
+// optTimestamp is NULL for 0 (not seen).
+func (e *copyEncoder) optTimestamp(ns int64) {
+	if ns == 0 {
+		e.null()
+		return
+	}
+	e.timestamp(ns)
+}
+
+// inet writes a host address (/32 or /128), NULL when invalid.
+func (e *copyEncoder) inet(a netip.Addr) {
+	switch {
+	case !a.IsValid():
+		e.null()
+	case a.Is4():
+		e.buf = binary.BigEndian.AppendUint32(e.buf, 8)
+		v := a.As4()
+		e.buf = append(e.buf, 2, 32, 0, 4) // PGSQL_AF_INET, bits, is_cidr, length
+		e.buf = append(e.buf, v[:]...)
+	default:
+		e.buf = binary.BigEndian.AppendUint32(e.buf, 20)
+		v := a.As16()
+		e.buf = append(e.buf, 3, 128, 0, 16) // PGSQL_AF_INET6
+		e.buf = append(e.buf, v[:]...)
+	}
+}
+
+// port is NULL when neither the port nor its IP is set.
+func (e *copyEncoder) port(port uint32, ip netip.Addr) {
+	if port == 0 && !ip.IsValid() {
+		e.null()
+		return
+	}
+	e.int32(int32(min(port, math.MaxInt32)))
+}
+
+func (e *copyEncoder) text(s string) {
+	s = text(s)
+	e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(len(s)))
+	e.buf = append(e.buf, s...)
+}
+
+// nullText is NULL for "".
+func (e *copyEncoder) nullText(s string) {
+	if s == "" {
+		e.null()
+		return
+	}
+	e.text(s)
+}
+
+// optSize is a decoded body size, NULL when the body was not captured.
+func (e *copyEncoder) optSize(captured bool, v int64) {
+	if !captured {
+		e.null()
+		return
+	}
+	e.int32(int32(max(min(v, math.MaxInt32), 0)))
+}
+
+// jsonb writes s as jsonb (format version 1), NULL when empty or not a
+// JSON object: one bad value from an agent must not fail its batch. jsonb
+// rejects \u0000, which becomes U+FFFD.
+func (e *copyEncoder) jsonb(s string) {
+	if len(s) < 2 || s[0] != '{' || !json.Valid(unsafe.Slice(unsafe.StringData(s), len(s))) {
+		e.null()
+		return
+	}
+	if strings.Contains(s, `\u0000`) {
+		s = strings.ReplaceAll(s, `\u0000`, `\ufffd`)
+	}
+	e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(len(s)+1))
+	e.buf = append(e.buf, 1)
+	e.buf = append(e.buf, s...)
 }
 
 var errIPLength = errors.New("want 4 or 16 bytes")
 
-// ipValue is nil for an empty address, else a netip.Addr.
-func ipValue(b []byte) (any, error) {
+// ipValue is the zero Addr for an empty address, else the address
+// (IPv4-mapped IPv6 unmapped).
+func ipValue(b []byte) (netip.Addr, error) {
 	if len(b) == 0 {
-		return nil, nil
+		return netip.Addr{}, nil
 	}
 	addr, ok := netip.AddrFromSlice(b)
 	if !ok {
-		return nil, fmt.Errorf("%d bytes: %w", len(b), errIPLength)
+		return netip.Addr{}, fmt.Errorf("%d bytes: %w", len(b), errIPLength)
 	}
 	return addr.Unmap(), nil
-}
-
-// portValue is nil when neither the port nor its IP is set.
-func portValue(port uint32, ip any) any {
-	if port == 0 && ip == nil {
-		return nil
-	}
-	return int32(min(port, math.MaxInt32))
 }
 
 func clampInt32(v int64) int32 {
@@ -304,27 +424,6 @@ func text(s string) string {
 		return s
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
-}
-
-// nullText is text(s), or nil (NULL) for "".
-func nullText(s string) any {
-	if s == "" {
-		return nil
-	}
-	return text(s)
-}
-
-// jsonValue is s as jsonb text, or nil (NULL) when s is empty or not a JSON
-// object: one bad value from an agent must not fail its batch. jsonb
-// rejects \u0000, which becomes U+FFFD.
-func jsonValue(s string) any {
-	if len(s) < 2 || s[0] != '{' || !json.Valid(unsafe.Slice(unsafe.StringData(s), len(s))) {
-		return nil
-	}
-	if strings.Contains(s, `\u0000`) {
-		s = strings.ReplaceAll(s, `\u0000`, `\ufffd`)
-	}
-	return s
 }
 
 // CountCalls returns the number of calls stored for agentID, or for all

@@ -315,11 +315,11 @@ func TestInsertCallBatchInvalid(t *testing.T) {
 		{"sequence", &orbweaverv1.CallBatch{AgentId: testAgent, BootId: testBoot, Sequence: math.MaxInt64 + 1},
 			`store: insert batch: sequence 9223372036854775808 out of range`},
 		{"ip length", batch(1, call(now), badIP),
-			"store: insert batch " + testAgent + "/" + testBoot + "/1: copy calls: call 1: server ip: 3 bytes: want 4 or 16 bytes"},
+			"store: insert batch " + testAgent + "/" + testBoot + "/1: encode calls: call 1: server ip: 3 bytes: want 4 or 16 bytes"},
 		{"status", batch(1, badStatus),
-			"store: insert batch " + testAgent + "/" + testBoot + "/1: copy calls: call 0: status 70000 out of range"},
+			"store: insert batch " + testAgent + "/" + testBoot + "/1: encode calls: call 0: status 70000 out of range"},
 		{"nil call", batch(1, nil),
-			"store: insert batch " + testAgent + "/" + testBoot + "/1: copy calls: call 0 is nil"},
+			"store: insert batch " + testAgent + "/" + testBoot + "/1: encode calls: call 0: nil call"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -29,6 +30,7 @@ type Store struct {
 	pool               *pgxpool.Pool
 	logger             *slog.Logger
 	heartbeatRetention time.Duration
+	encoders           sync.Pool // *copyEncoder, reused across batches
 }
 
 // Open connects to databaseURL, applies pending migrations and creates the
@@ -46,6 +48,7 @@ func Open(ctx context.Context, databaseURL string, logger *slog.Logger) (*Store,
 		return nil, fmt.Errorf("store: connect: %w", err)
 	}
 	s := &Store{pool: pool, logger: logger, heartbeatRetention: DefaultHeartbeatRetention}
+	s.encoders.New = func() any { return &copyEncoder{} }
 	if err := s.Migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
