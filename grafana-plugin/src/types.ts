@@ -28,23 +28,54 @@ export const DEFAULT_TOP_N = 10;
 export const DEFAULT_SERVICE_MAP_EDGES = 200;
 export const DEFAULT_TREE_DEPTH = 5;
 
+/** A filter value: one value, or several (any of them matches). */
+export type Multi = string | string[];
+
+/** Filters that take several values. */
+export const MULTI_FIELDS = [
+  'agentId',
+  'clientIp',
+  'serverIp',
+  'server',
+  'serverName',
+  'method',
+  'status',
+  'statusClass',
+] as const;
+
+/** Filters of the calls query, sent to the live tail. */
+export const FILTER_FIELDS = [
+  ...MULTI_FIELDS,
+  'clientPort',
+  'serverPort',
+  'pathPrefix',
+  'pathRegex',
+  'search',
+  'minDurationMs',
+  'maxDurationMs',
+] as const;
+
 /** The query model, shared with the backend (pkg/querybuilder.Query). */
 export interface OrbweaverQuery extends DataQuery {
   queryType?: QueryType;
 
-  // Filters (calls, stats, service map).
-  agentId?: string;
-  clientIp?: string;
+  // Filters (calls, stats, service map). Fields typed `Multi` take one value
+  // or several (any of them matches); template variables with several
+  // values expand into arrays (DataSource.applyTemplateVariables).
+  agentId?: Multi;
+  clientIp?: Multi;
   clientPort?: number;
-  serverIp?: string;
+  serverIp?: Multi;
   serverPort?: number;
-  serverName?: string;
-  method?: string;
+  /** "ip:port" servers, as the servers drop-down lists them. */
+  server?: Multi;
+  serverName?: Multi;
+  method?: Multi;
   pathPrefix?: string;
   pathRegex?: string;
   search?: string;
-  status?: number;
-  statusClass?: string;
+  status?: number | Array<number | string>;
+  statusClass?: Multi;
   minDurationMs?: number;
   maxDurationMs?: number;
 
@@ -52,6 +83,8 @@ export interface OrbweaverQuery extends DataQuery {
   format?: 'table' | 'logs';
   sort?: string;
   limit?: number;
+  /** Follow new calls as they are stored (Grafana Live), instead of querying the time range. */
+  live?: boolean;
 
   // Stats.
   metrics?: string[];

@@ -81,6 +81,15 @@ func TestQueries(t *testing.T) {
 		{"max duration", map[string]any{"maxDurationMs": 20, "sort": "duration_asc"}, []int64{7, 6, 3}},
 		{"oldest first", map[string]any{"sort": "time_asc"}, []int64{1, 2, 7, 3, 4, 5, 6}},
 		{"limit", map[string]any{"limit": 2}, []int64{6, 5}},
+		// Multi-value filters (template variables with several values).
+		{"several methods", map[string]any{"method": []string{"post", "GET"}, "serverName": []string{"pricing", "inventory"}}, []int64{3, 2}},
+		{"several servers ip:port", map[string]any{"server": []string{"10.0.0.2:8081", "10.0.0.4:80"}}, []int64{3, 7}},
+		{"several server ips", map[string]any{"serverIp": []string{"10.0.0.3", "10.0.0.4/32"}}, []int64{3, 2}},
+		{"several agents", map[string]any{"agentId": []string{"33333333-3333-4333-8333-333333333333", agentA}, "limit": 1}, []int64{6}},
+		{"several statuses, numbers and strings", map[string]any{"status": []any{201, "503"}}, []int64{4, 3}},
+		{"several status classes", map[string]any{"statusClass": []string{"4xx", "none"}}, []int64{6, 5}},
+		{"status classes without none", map[string]any{"statusClass": []string{"2xx", "5xx"}, "serverPort": 8080}, []int64{4, 1}},
+		{"empty list is no filter", map[string]any{"method": []string{}, "limit": 1}, []int64{6}},
 	}
 	for _, tt := range filters {
 		t.Run("calls filter "+tt.name, func(t *testing.T) {
@@ -99,7 +108,7 @@ func TestQueries(t *testing.T) {
 	})
 
 	t.Run("SQL injection in every text filter", func(t *testing.T) {
-		for _, field := range []string{"serverName", "method", "pathPrefix", "pathRegex", "search", "sort", "statusClass", "format", "agentId", "serverIp", "clientIp"} {
+		for _, field := range []string{"serverName", "method", "pathPrefix", "pathRegex", "search", "sort", "statusClass", "format", "agentId", "serverIp", "clientIp", "server"} {
 			r := e.query(t, "calls", map[string]any{field: "x' OR '1'='1'; DROP TABLE agents; --"})
 			if r.Error != nil {
 				if r.Status != backend.StatusBadRequest || strings.Contains(r.Error.Error(), "SELECT") {

@@ -13,7 +13,7 @@ func Agents(q Query, tr TimeRange) (Statement, error) {
 	var p params
 	from, to := p.arg(tr.From), p.arg(tr.To)
 	conds := []string{"a.last_seen >= " + from, "a.first_seen < " + to}
-	if q.AgentID != "" {
+	if len(q.AgentID) > 0 {
 		var err error
 		if conds, err = agentCond(&p, conds, "a.id", q.AgentID); err != nil {
 			return Statement{}, err
@@ -61,7 +61,7 @@ func Heartbeats(q Query, tr TimeRange) (Statement, error) {
 	}
 	var p params
 	conds := []string{"h.time >= " + p.arg(tr.From), "h.time < " + p.arg(tr.To)}
-	if q.AgentID != "" {
+	if len(q.AgentID) > 0 {
 		var err error
 		if conds, err = agentCond(&p, conds, "h.agent_id", q.AgentID); err != nil {
 			return Statement{}, err
@@ -85,13 +85,4 @@ WHERE ` + and(conds, "  ") + `
 ORDER BY h.time, agent
 LIMIT ` + p.arg(int64(limit))
 	return Statement{SQL: sql, Args: p.args, Limit: limit, Capped: capped}, nil
-}
-
-// agentCond appends "col = agent id" to conds.
-func agentCond(p *params, conds []string, col, agentID string) ([]string, error) {
-	id, err := parseAgentID(agentID)
-	if err != nil {
-		return nil, err
-	}
-	return append(conds, col+" = "+p.arg(id)+"::uuid"), nil
 }

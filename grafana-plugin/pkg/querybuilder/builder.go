@@ -91,21 +91,40 @@ func metricExpr(name, seconds string) (expr, column string, ok bool) {
 // where returns the conditions selecting the calls in tr that match f.
 func (p *params) where(f Filters, tr TimeRange) ([]string, error) {
 	conds := []string{"time >= " + p.arg(tr.From), "time < " + p.arg(tr.To)}
-	if f.AgentID != "" {
+	more, err := p.filters(f)
+	if err != nil {
+		return nil, err
+	}
+	return append(conds, more...), nil
+}
+
+// filters returns the conditions selecting the calls that match f. A
+// filter with several values is one condition on one array parameter
+// (col = ANY($n)).
+func (p *params) filters(f Filters) ([]string, error) {
+	var conds []string
+	if len(f.AgentID) > 0 {
 		var err error
 		if conds, err = agentCond(p, conds, "agent_id", f.AgentID); err != nil {
 			return nil, err
 		}
 	}
-	for _, ip := range []struct{ col, value string }{{"client_ip", f.ClientIP}, {"server_ip", f.ServerIP}} {
-		if ip.value == "" {
+	for _, ip := range []struct {
+		col    string
+		values List
+	}{{"client_ip", f.ClientIP}, {"server_ip", f.ServerIP}} {
+		if len(ip.values) == 0 {
 			continue
 		}
-		prefix, err := parsePrefix(ip.value)
-		if err != nil {
-			return nil, invalid("%s %q is not an IP address or CIDR prefix", ip.col, ip.value)
+		prefixes := make([]string, len(ip.values))
+		for i, v := range ip.values {
+			prefix, err := parsePrefix(v)
+			if err != nil {
+				return nil, invalid("%s %q is not an IP address or CIDR prefix", ip.col, v)
+			}
+			prefixes[i] = prefix
 		}
-		conds = append(conds, ip.col+" <<= "+p.arg(prefix)+"::inet")
+		conds = append(conds, ip.col+" <<= ANY("+p.arg(prefixes)+"::text[]::inet[])")
 	}
 	for _, port := range []struct {
 		col   string
@@ -119,11 +138,27 @@ func (p *params) where(f Filters, tr TimeRange) ([]string, error) {
 		}
 		conds = append(conds, port.col+" = "+p.arg(int32(port.value)))
 	}
-	if f.ServerName != "" {
-		conds = append(conds, "host = "+p.arg(f.ServerName))
+	if len(f.Server) > 0 {
+		servers := make([]string, len(f.Server))
+		for i, v := range f.Server {
+			s, err := parseServer(v)
+			if err != nil {
+				return nil, err
+			}
+			servers[i] = s
+		}
+		expr, _ := dimensionExpr("server")
+		conds = append(conds, "("+expr+") = ANY("+p.arg(servers)+"::text[])")
 	}
-	if f.Method != "" {
-		conds = append(conds, "method = "+p.arg(strings.ToUpper(f.Method)))
+	if len(f.ServerName) > 0 {
+		conds = append(conds, "host = ANY("+p.arg([]string(f.ServerName))+"::text[])")
+	}
+	if len(f.Method) > 0 {
+		methods := make([]string, len(f.Method))
+		for i, m := range f.Method {
+			methods[i] = strings.ToUpper(m)
+		}
+		conds = append(conds, "method = ANY("+p.arg(methods)+"::text[])")
 	}
 	if f.PathPrefix != "" {
 		conds = append(conds, "starts_with(path, "+p.arg(f.PathPrefix)+")")
@@ -134,21 +169,22 @@ func (p *params) where(f Filters, tr TimeRange) ([]string, error) {
 	if f.Search != "" {
 		conds = append(conds, "strpos(lower(path), lower("+p.arg(f.Search)+")) > 0")
 	}
-	if f.Status != 0 {
-		if f.Status < 100 || f.Status > 999 {
-			return nil, invalid("status %d is not an HTTP status", f.Status)
+	if len(f.Status) > 0 {
+		statuses := make([]int16, len(f.Status))
+		for i, s := range f.Status {
+			if s < 100 || s > 999 {
+				return nil, invalid("status %d is not an HTTP status", s)
+			}
+			statuses[i] = int16(s)
 		}
-		conds = append(conds, "status = "+p.arg(int16(f.Status)))
+		conds = append(conds, "status = ANY("+p.arg(statuses)+"::int2[])")
 	}
-	switch c := strings.ToLower(f.StatusClass); c {
-	case "":
-	case "none":
-		conds = append(conds, "status IS NULL")
-	case "1xx", "2xx", "3xx", "4xx", "5xx":
-		low := int16(c[0]-'0') * 100
-		conds = append(conds, "status >= "+p.arg(low)+" AND status < "+p.arg(low+100))
-	default:
-		return nil, invalid("status class %q is not one of 1xx, 2xx, 3xx, 4xx, 5xx, none", f.StatusClass)
+	if len(f.StatusClass) > 0 {
+		cond, err := p.statusClassCond(f.StatusClass)
+		if err != nil {
+			return nil, err
+		}
+		conds = append(conds, cond)
 	}
 	if f.MinDurationMs != nil {
 		conds = append(conds, "duration_us >= "+p.arg(int64(*f.MinDurationMs*1000)))
@@ -157,6 +193,50 @@ func (p *params) where(f Filters, tr TimeRange) ([]string, error) {
 		conds = append(conds, "duration_us <= "+p.arg(int64(*f.MaxDurationMs*1000)))
 	}
 	return conds, nil
+}
+
+// statusClassCond selects the calls whose status is in one of classes
+// ("1xx" … "5xx"), or that have no response when classes holds "none".
+func (p *params) statusClassCond(classes List) (string, error) {
+	var hundreds []int16
+	none := false
+	for _, c := range classes {
+		switch c = strings.ToLower(c); c {
+		case "none":
+			none = true
+		case "1xx", "2xx", "3xx", "4xx", "5xx":
+			hundreds = append(hundreds, int16(c[0]-'0'))
+		default:
+			return "", invalid("status class %q is not one of 1xx, 2xx, 3xx, 4xx, 5xx, none", c)
+		}
+	}
+	var alts []string
+	if none {
+		alts = append(alts, "status IS NULL")
+	}
+	if len(hundreds) > 0 {
+		alts = append(alts, "status / 100 = ANY("+p.arg(hundreds)+"::int2[])")
+	}
+	if len(alts) == 1 {
+		return alts[0], nil
+	}
+	return "(" + strings.Join(alts, " OR ") + ")", nil
+}
+
+// parseServer checks an "ip:port" server ("[ip]:port" too for IPv6) and
+// returns it as the server dimension writes it: host(server_ip) || ':' ||
+// server_port.
+func parseServer(s string) (string, error) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return "", invalid("server %q is not ip:port", s)
+	}
+	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s[:i], "["), "]"))
+	port, perr := strconv.ParseUint(s[i+1:], 10, 16)
+	if err != nil || perr != nil {
+		return "", invalid("server %q is not ip:port", s)
+	}
+	return a.Unmap().String() + ":" + strconv.FormatUint(port, 10), nil
 }
 
 // parsePrefix accepts "10.0.0.1", "10.0.0.0/8" or "::1" and returns the
@@ -180,6 +260,19 @@ func parsePrefix(s string) (string, error) {
 // and joins conditions for a WHERE clause, one per line.
 func and(conds []string, indent string) string {
 	return strings.Join(conds, "\n"+indent+"AND ")
+}
+
+// agentCond appends "col is one of the agents" to conds.
+func agentCond(p *params, conds []string, col string, agentIDs List) ([]string, error) {
+	ids := make([]string, len(agentIDs))
+	for i, a := range agentIDs {
+		id, err := parseAgentID(a)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = id
+	}
+	return append(conds, col+" = ANY("+p.arg(ids)+"::text[]::uuid[])"), nil
 }
 
 // parseAgentID checks that s is a UUID and returns its canonical form.

@@ -1,6 +1,9 @@
 package querybuilder
 
-import "strconv"
+import (
+	"strconv"
+	"time"
+)
 
 // callColumns is the select list of one call, shared by the calls and
 // concurrent calls queries. Addresses and ids are text, durations are
@@ -109,4 +112,47 @@ WHERE time >= ` + from + `
 ORDER BY ` + callStart + `, id
 LIMIT ` + p.arg(int64(limit))
 	return Statement{SQL: sql, Args: p.args, Limit: limit, Capped: capped}, nil
+}
+
+// Live tail bounds.
+const (
+	// MaxTailRows bounds the calls one poll of a live tail reads.
+	MaxTailRows = 500
+	// TailLookback is how far back in call start time a live tail looks:
+	// calls stored later than this after they started are not tailed. It
+	// keeps every poll on the newest partitions.
+	TailLookback = 10 * time.Minute
+)
+
+// TailCursor selects the id of the newest call started at or after since
+// (0 when there is none): a live tail sends the calls stored after it.
+func TailCursor(since time.Time) Statement {
+	var p params
+	sql := "SELECT coalesce(max(id), 0)::int8 AS cursor\nFROM http_calls\nWHERE time >= " + p.arg(since)
+	return Statement{SQL: sql, Args: p.args, Limit: 1}
+}
+
+// Tail selects the calls matching q's filters that started at or after
+// since and were stored after call afterID, in id (storage) order, at most
+// MaxTailRows. q's format must be table or logs; its sort and limit do not
+// apply (a tail follows arrival order).
+func Tail(q Query, since time.Time, afterID int64) (Statement, error) {
+	switch q.Format {
+	case "", "table", "logs":
+	default:
+		return Statement{}, invalid("format %q is not table or logs", q.Format)
+	}
+	if afterID < 0 {
+		return Statement{}, invalid("tail cursor %d is negative", afterID)
+	}
+	var p params
+	conds := []string{"time >= " + p.arg(since), "id > " + p.arg(afterID)}
+	more, err := p.filters(q.Filters)
+	if err != nil {
+		return Statement{}, err
+	}
+	conds = append(conds, more...)
+	sql := "SELECT " + callColumns + "\nFROM http_calls\nWHERE " + and(conds, "  ") +
+		"\nORDER BY id\nLIMIT " + p.arg(int64(MaxTailRows))
+	return Statement{SQL: sql, Args: p.args, Limit: MaxTailRows}, nil
 }

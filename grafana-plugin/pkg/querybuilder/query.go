@@ -85,27 +85,32 @@ type Query struct {
 	AgentView string `json:"agentView,omitempty"`
 }
 
-// Filters select calls. Empty fields do not filter.
+// Filters select calls. Empty fields do not filter. Fields of type List or
+// IntList take several values (any of them matches) and still accept the
+// single JSON string or number of older queries.
 type Filters struct {
-	// AgentID is the UUID of the agent that captured the call.
-	AgentID string `json:"agentId,omitempty"`
-	// ClientIP and ServerIP are an address or a CIDR prefix.
-	ClientIP   string `json:"clientIp,omitempty"`
-	ClientPort int    `json:"clientPort,omitempty"`
-	ServerIP   string `json:"serverIp,omitempty"`
-	ServerPort int    `json:"serverPort,omitempty"`
+	// AgentID holds UUIDs of the agents that captured the call.
+	AgentID List `json:"agentId,omitempty"`
+	// ClientIP and ServerIP hold addresses or CIDR prefixes.
+	ClientIP   List `json:"clientIp,omitempty"`
+	ClientPort int  `json:"clientPort,omitempty"`
+	ServerIP   List `json:"serverIp,omitempty"`
+	ServerPort int  `json:"serverPort,omitempty"`
+	// Server holds "ip:port" servers, as values/servers lists them and as
+	// stats group them.
+	Server List `json:"server,omitempty"`
 	// ServerName matches the Host header exactly.
-	ServerName string `json:"serverName,omitempty"`
-	Method     string `json:"method,omitempty"`
+	ServerName List `json:"serverName,omitempty"`
+	Method     List `json:"method,omitempty"`
 	// PathPrefix keeps paths starting with it; PathRegex is a PostgreSQL
 	// regular expression; Search is a case-insensitive substring of the path.
 	PathPrefix string `json:"pathPrefix,omitempty"`
 	PathRegex  string `json:"pathRegex,omitempty"`
 	Search     string `json:"search,omitempty"`
-	// Status is an exact HTTP status; StatusClass is "1xx" … "5xx", or
-	// "none" for calls without a response.
-	Status      int    `json:"status,omitempty"`
-	StatusClass string `json:"statusClass,omitempty"`
+	// Status holds exact HTTP statuses; StatusClass holds "1xx" … "5xx",
+	// or "none" for calls without a response.
+	Status      IntList `json:"status,omitempty"`
+	StatusClass List    `json:"statusClass,omitempty"`
 	// MinDurationMs and MaxDurationMs bound the call duration (inclusive).
 	MinDurationMs *float64 `json:"minDurationMs,omitempty"`
 	MaxDurationMs *float64 `json:"maxDurationMs,omitempty"`

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -53,18 +54,19 @@ func golden(t *testing.T, name string, st Statement) {
 
 func TestGolden(t *testing.T) {
 	allFilters := Filters{
-		AgentID:       "6F1C1A8E-3B2D-4C5E-9F10-112233445566",
-		ClientIP:      "10.0.0.0/8",
+		AgentID:       List{"6F1C1A8E-3B2D-4C5E-9F10-112233445566"},
+		ClientIP:      List{"10.0.0.0/8"},
 		ClientPort:    40000,
-		ServerIP:      "::ffff:192.168.1.10",
+		ServerIP:      List{"::ffff:192.168.1.10"},
 		ServerPort:    8080,
-		ServerName:    "orders.internal",
-		Method:        "post",
+		Server:        List{"[::ffff:192.168.1.10]:8080"},
+		ServerName:    List{"orders.internal"},
+		Method:        List{"post"},
 		PathPrefix:    "/api/",
 		PathRegex:     "^/api/v[0-9]+/orders",
 		Search:        "Order",
-		Status:        503,
-		StatusClass:   "5xx",
+		Status:        IntList{503},
+		StatusClass:   List{"5xx"},
 		MinDurationMs: ms(1.5),
 		MaxDurationMs: ms(2000),
 	}
@@ -77,7 +79,24 @@ func TestGolden(t *testing.T) {
 			return Calls(Query{Filters: allFilters, Sort: "duration_desc", Limit: 50}, tr)
 		}},
 		{"calls_limit_capped", func() (Statement, error) {
-			return Calls(Query{Format: "logs", Sort: "time_asc", Limit: 10_000_000, Filters: Filters{StatusClass: "none"}}, tr)
+			return Calls(Query{Format: "logs", Sort: "time_asc", Limit: 10_000_000, Filters: Filters{StatusClass: List{"none"}}}, tr)
+		}},
+		{"calls_multi_value", func() (Statement, error) {
+			return Calls(Query{Filters: Filters{
+				AgentID:     List{"6f1c1a8e-3b2d-4c5e-9f10-112233445566", "11111111-1111-4111-8111-111111111111"},
+				ServerIP:    List{"10.0.0.2", "10.1.0.0/16"},
+				Server:      List{"10.0.0.2:8080", "10.0.0.3:9090"},
+				ServerName:  List{"orders", "pricing"},
+				Method:      List{"get", "POST"},
+				Status:      IntList{404, 503},
+				StatusClass: List{"4xx", "none", "5xx"},
+			}}, tr)
+		}},
+		{"tail_cursor", func() (Statement, error) { return TailCursor(tr.From), nil }},
+		{"tail", func() (Statement, error) {
+			return Tail(Query{Format: "logs", Sort: "duration_desc", Limit: 5, Filters: Filters{
+				ServerIP: List{"10.0.0.2"}, Method: List{"GET", "PUT"}, StatusClass: List{"5xx"},
+			}}, tr.From, 42)
 		}},
 		{"stats_rate", func() (Statement, error) { return Stats(Query{QueryType: TypeStats}, tr, time.Minute, Postgres) }},
 		{"stats_grouped", func() (Statement, error) {
@@ -92,7 +111,7 @@ func TestGolden(t *testing.T) {
 			return Stats(Query{Metrics: []string{"p95"}, GroupBy: []string{"client", "status", "agent", "host"}}, tr, time.Millisecond, TimescaleDB)
 		}},
 		{"service_map_edges", func() (Statement, error) {
-			return ServiceMapEdges(Query{Filters: Filters{Method: "GET"}, Limit: 5000}, tr)
+			return ServiceMapEdges(Query{Filters: Filters{Method: List{"GET"}}, Limit: 5000}, tr)
 		}},
 		{"service_map_nodes", func() (Statement, error) {
 			return ServiceMapNodes(Query{}, tr, []string{"10.0.0.1", "10.0.0.2"})
@@ -105,7 +124,7 @@ func TestGolden(t *testing.T) {
 		{"agents", func() (Statement, error) { return Agents(Query{}, tr) }},
 		{"values_servers", func() (Statement, error) { return Values(ValuesServers, tr) }},
 		{"heartbeats", func() (Statement, error) {
-			return Heartbeats(Query{Filters: Filters{AgentID: "6f1c1a8e-3b2d-4c5e-9f10-112233445566"}}, tr)
+			return Heartbeats(Query{Filters: Filters{AgentID: List{"6f1c1a8e-3b2d-4c5e-9f10-112233445566"}}}, tr)
 		}},
 	}
 	for _, tt := range tests {
@@ -119,6 +138,8 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+const agentOK = "6f1c1a8e-3b2d-4c5e-9f10-112233445566"
+
 func TestInvalid(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -126,11 +147,13 @@ func TestInvalid(t *testing.T) {
 		want  string
 	}{
 		{"empty range", func() (Statement, error) { return Calls(Query{}, TimeRange{From: tr.To, To: tr.From}) }, "time range"},
-		{"bad agent", func() (Statement, error) { return Calls(Query{Filters: Filters{AgentID: "x' OR 1=1"}}, tr) }, "not a UUID"},
-		{"bad ip", func() (Statement, error) { return Calls(Query{Filters: Filters{ServerIP: "1.2.3.4'; --"}}, tr) }, "not an IP address"},
+		{"bad agent", func() (Statement, error) {
+			return Calls(Query{Filters: Filters{AgentID: List{agentOK, "x' OR 1=1"}}}, tr)
+		}, "not a UUID"},
+		{"bad ip", func() (Statement, error) { return Calls(Query{Filters: Filters{ServerIP: List{"1.2.3.4'; --"}}}, tr) }, "not an IP address"},
 		{"bad port", func() (Statement, error) { return Calls(Query{Filters: Filters{ServerPort: 70000}}, tr) }, "not a port"},
-		{"bad status", func() (Statement, error) { return Calls(Query{Filters: Filters{Status: 42}}, tr) }, "not an HTTP status"},
-		{"bad status class", func() (Statement, error) { return Calls(Query{Filters: Filters{StatusClass: "6xx"}}, tr) }, "status class"},
+		{"bad status", func() (Statement, error) { return Calls(Query{Filters: Filters{Status: IntList{200, 42}}}, tr) }, "not an HTTP status"},
+		{"bad status class", func() (Statement, error) { return Calls(Query{Filters: Filters{StatusClass: List{"5xx", "6xx"}}}, tr) }, "status class"},
 		{"bad sort", func() (Statement, error) { return Calls(Query{Sort: "path; DROP TABLE agents"}, tr) }, "sort"},
 		{"bad format", func() (Statement, error) { return Calls(Query{Format: "csv"}, tr) }, "format"},
 		{"bad metric", func() (Statement, error) {
@@ -142,6 +165,15 @@ func TestInvalid(t *testing.T) {
 		{"no call id", func() (Statement, error) { return CallTree(Query{}, tr) }, "a call id or a trace id is required"},
 		{"bad trace id", func() (Statement, error) { return CallTree(Query{TraceID: "' OR 1=1 --"}, tr) }, "not 32 hexadecimal digits"},
 		{"unknown values", func() (Statement, error) { return Values("passwords", tr) }, "values of"},
+		{"bad server", func() (Statement, error) { return Calls(Query{Filters: Filters{Server: List{"10.0.0.1"}}}, tr) }, "not ip:port"},
+		{"bad server port", func() (Statement, error) {
+			return Calls(Query{Filters: Filters{Server: List{"10.0.0.1:99999"}}}, tr)
+		}, "not ip:port"},
+		{"bad tail format", func() (Statement, error) { return Tail(Query{Format: "csv"}, tr.From, 0) }, "format"},
+		{"bad tail filter", func() (Statement, error) {
+			return Tail(Query{Filters: Filters{Method: List{"GET"}, StatusClass: List{"9xx"}}}, tr.From, 0)
+		}, "status class"},
+		{"negative tail cursor", func() (Statement, error) { return Tail(Query{}, tr.From, -1) }, "negative"},
 		{"bad call id", func() (Statement, error) { return Concurrent(Query{CallID: "1 OR 1=1"}, tr) }, "positive integer"},
 	}
 	for _, tt := range tests {
@@ -158,7 +190,7 @@ func TestInvalid(t *testing.T) {
 // parameters and never as SQL text.
 func TestValuesOnlyInArgs(t *testing.T) {
 	evil := `x'; DROP TABLE http_calls; --`
-	st, err := Calls(Query{Filters: Filters{ServerName: evil, Method: evil, PathPrefix: evil, PathRegex: evil, Search: evil}}, tr)
+	st, err := Calls(Query{Filters: Filters{ServerName: List{evil}, Method: List{evil}, PathPrefix: evil, PathRegex: evil, Search: evil}}, tr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,8 +199,15 @@ func TestValuesOnlyInArgs(t *testing.T) {
 	}
 	n := 0
 	for _, a := range st.Args {
-		if s, ok := a.(string); ok && strings.Contains(strings.ToUpper(s), "DROP TABLE") {
-			n++
+		switch v := a.(type) {
+		case string:
+			if strings.Contains(strings.ToUpper(v), "DROP TABLE") {
+				n++
+			}
+		case []string:
+			if len(v) == 1 && strings.Contains(strings.ToUpper(v[0]), "DROP TABLE") {
+				n++
+			}
 		}
 	}
 	if n != 5 {
@@ -181,10 +220,42 @@ func TestParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q.QueryType != TypeCalls || q.ServerIP != "10.0.0.1" || q.ServerPort != 80 || *q.MinDurationMs != 2.5 || q.Limit != 10 || q.Metrics[0] != "p95" {
+	if q.QueryType != TypeCalls || len(q.ServerIP) != 1 || q.ServerIP[0] != "10.0.0.1" || q.ServerPort != 80 || *q.MinDurationMs != 2.5 || q.Limit != 10 || q.Metrics[0] != "p95" {
 		t.Fatalf("Parse = %+v", q)
 	}
 	if _, err := Parse([]byte(`{"serverPort":"80"}`)); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("Parse with a string port: err = %v, want ErrInvalid", err)
+	}
+}
+
+// TestParseMultiValue checks that multi-value filters take one value (as
+// older queries and alert rules send it), arrays, numbers and numeric
+// strings (as template variables give them), and drop empty values.
+func TestParseMultiValue(t *testing.T) {
+	tests := []struct {
+		raw  string
+		want Filters
+	}{
+		{`{"agentId":"a","method":"GET","status":503,"statusClass":"5xx"}`,
+			Filters{AgentID: List{"a"}, Method: List{"GET"}, Status: IntList{503}, StatusClass: List{"5xx"}}},
+		{`{"agentId":["a","b"],"method":["GET","POST"],"status":["404",503],"statusClass":["4xx","none"],"server":["10.0.0.2:80"]}`,
+			Filters{AgentID: List{"a", "b"}, Method: List{"GET", "POST"}, Status: IntList{404, 503}, StatusClass: List{"4xx", "none"}, Server: List{"10.0.0.2:80"}}},
+		{`{"serverIp":"10.0.0.1, 10.0.0.0/8,","method":["GET,POST"],"status":"404,503"}`,
+			Filters{ServerIP: List{"10.0.0.1", "10.0.0.0/8"}, Method: List{"GET", "POST"}, Status: IntList{404, 503}}},
+		{`{"agentId":"","method":[],"status":0,"serverIp":null,"serverName":[""," "]}`, Filters{}},
+	}
+	for _, tt := range tests {
+		q, err := Parse([]byte(tt.raw))
+		if err != nil {
+			t.Fatalf("Parse(%s): %v", tt.raw, err)
+		}
+		if !reflect.DeepEqual(q.Filters, tt.want) {
+			t.Errorf("Parse(%s).Filters = %+v, want %+v", tt.raw, q.Filters, tt.want)
+		}
+	}
+	for _, raw := range []string{`{"status":"5xx"}`, `{"method":{"a":1}}`, `{"agentId":[true]}`} {
+		if _, err := Parse([]byte(raw)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Parse(%s): err = %v, want ErrInvalid", raw, err)
+		}
 	}
 }

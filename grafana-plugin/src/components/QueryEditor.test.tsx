@@ -1,11 +1,19 @@
 import React from 'react';
-import { fireEvent, render, screen } from '@testing-library/react';
+import { act, fireEvent, render, screen, waitFor } from '@testing-library/react';
 
 import { QueryEditor } from './QueryEditor';
 import { DataSource } from '../datasource';
 import { OrbweaverQuery } from '../types';
 
+const getValues = jest.fn();
+
 function setup(query: Partial<OrbweaverQuery> = {}, executedSQL?: string) {
+  getValues.mockReset();
+  getValues.mockResolvedValue([
+    { value: '10.0.0.2:8080', text: '10.0.0.2:8080' },
+    { value: '10.0.0.3:9090', text: '10.0.0.3:9090' },
+  ]);
+  const range = { from: { valueOf: () => 1000 }, to: { valueOf: () => 2000 } } as any;
   const onChange = jest.fn();
   const onRunQuery = jest.fn();
   const data = executedSQL
@@ -13,7 +21,8 @@ function setup(query: Partial<OrbweaverQuery> = {}, executedSQL?: string) {
     : undefined;
   const view = render(
     <QueryEditor
-      datasource={{} as DataSource}
+      datasource={{ getValues } as unknown as DataSource}
+      range={range}
       query={{ refId: 'A', ...query }}
       onChange={onChange}
       onRunQuery={onRunQuery}
@@ -21,6 +30,13 @@ function setup(query: Partial<OrbweaverQuery> = {}, executedSQL?: string) {
     />
   );
   return { onChange, onRunQuery, ...view };
+}
+
+/** Picks the option matching text in a Combobox or MultiCombobox, by keyboard. */
+function choose(input: HTMLElement, text: string) {
+  fireEvent.change(input, { target: { value: text } });
+  fireEvent.keyDown(input, { key: 'ArrowDown' });
+  fireEvent.keyDown(input, { key: 'Enter' });
 }
 
 describe('QueryEditor', () => {
@@ -108,5 +124,58 @@ describe('QueryEditor', () => {
     expect(screen.queryByTestId('executed-sql')).not.toBeInTheDocument();
     fireEvent.click(screen.getByRole('button', { name: 'Show SQL' }));
     expect(screen.getByTestId('executed-sql')).toHaveTextContent('SELECT id FROM http_calls LIMIT $3');
+  });
+
+  it('changes the sort with its combobox', () => {
+    const { onChange, onRunQuery } = setup({ queryType: 'calls' });
+    const sort = screen.getByLabelText('Sort');
+    expect(sort).toHaveValue('time_desc');
+    choose(sort, 'duration_d');
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', sort: 'duration_desc' });
+    expect(onRunQuery).toHaveBeenCalledTimes(1);
+  });
+
+  it('picks several status classes', () => {
+    const { onChange, onRunQuery } = setup({ queryType: 'calls', statusClass: '4xx' });
+    choose(screen.getByLabelText('Status class'), '5xx');
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', statusClass: ['4xx', '5xx'] });
+    expect(onRunQuery).toHaveBeenCalledTimes(1);
+  });
+
+  it('adds metrics and group-by dimensions', () => {
+    const { onChange } = setup({ queryType: 'stats' });
+    choose(screen.getByLabelText('Metrics'), 'p95');
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'stats', metrics: ['rate', 'p95'] });
+    choose(screen.getByLabelText('Group by'), 'meth');
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'stats', groupBy: ['method'] });
+  });
+
+  it('loads server options from the backend for the time range', async () => {
+    const { onChange } = setup({ queryType: 'calls' });
+    const server = screen.getByLabelText('Server');
+    await act(async () => {
+      fireEvent.focus(server);
+      fireEvent.change(server, { target: { value: '10.0.0.3' } });
+    });
+    await waitFor(() => expect(getValues).toHaveBeenCalledWith('servers', 1000, 2000));
+    // The list is virtualized (no layout in jsdom): pick by keyboard once loaded.
+    await act(async () => {});
+    fireEvent.keyDown(server, { key: 'ArrowDown' });
+    fireEvent.keyDown(server, { key: 'ArrowDown' });
+    fireEvent.keyDown(server, { key: 'Enter' });
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', server: ['10.0.0.3:9090'] });
+  });
+
+  it('stores statuses as numbers and keeps variables', () => {
+    const { onChange } = setup({ queryType: 'calls', status: [404] });
+    choose(screen.getByLabelText('Status'), '$status');
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', status: [404, '$status'] });
+  });
+
+  it('turns the live tail on for calls', () => {
+    const { onChange, onRunQuery } = setup({ queryType: 'calls' });
+    fireEvent.click(screen.getByLabelText('Live'));
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', live: true });
+    expect(onRunQuery).toHaveBeenCalledTimes(1);
   });
 });

@@ -1,6 +1,17 @@
 import React, { ChangeEvent, useState } from 'react';
-import { QueryEditorProps, SelectableValue } from '@grafana/data';
-import { Button, InlineField, InlineFieldRow, Input, MultiSelect, RadioButtonGroup, Select, Stack } from '@grafana/ui';
+import { QueryEditorProps } from '@grafana/data';
+import {
+  Button,
+  Combobox,
+  ComboboxOption,
+  InlineField,
+  InlineFieldRow,
+  InlineSwitch,
+  Input,
+  MultiCombobox,
+  RadioButtonGroup,
+  Stack,
+} from '@grafana/ui';
 
 import { DataSource } from '../datasource';
 import {
@@ -20,22 +31,17 @@ import {
 
 type Props = QueryEditorProps<DataSource, OrbweaverQuery, OrbweaverOptions>;
 
-const options = (values: readonly string[]): Array<SelectableValue<string>> =>
+const options = (values: readonly string[]): Array<ComboboxOption<string>> =>
   values.map((v) => ({ label: v, value: v }));
 
-type TextKey =
-  | 'agentId'
-  | 'clientIp'
-  | 'serverIp'
-  | 'serverName'
-  | 'method'
-  | 'pathPrefix'
-  | 'pathRegex'
-  | 'search'
-  | 'callId'
-  | 'traceId';
-type NumberKey =
-  'clientPort' | 'serverPort' | 'status' | 'minDurationMs' | 'maxDurationMs' | 'limit' | 'topN' | 'maxDepth';
+type TextKey = 'clientIp' | 'serverIp' | 'serverName' | 'pathPrefix' | 'pathRegex' | 'search' | 'callId' | 'traceId';
+/** Filters picked from the values the backend lists (CallResource values/<kind>). */
+type PickKey = 'agentId' | 'server' | 'method' | 'status';
+
+/** The values of a multi-value field, as drop-down values. */
+const asList = (v: unknown): string[] =>
+  v === undefined || v === null || v === '' ? [] : (Array.isArray(v) ? v : [v]).map(String);
+type NumberKey = 'clientPort' | 'serverPort' | 'minDurationMs' | 'maxDurationMs' | 'limit' | 'topN' | 'maxDepth';
 
 const LABEL = 14;
 
@@ -43,7 +49,7 @@ const LABEL = 14;
  * Query editor: a query type picker, then the fields of that type. Limits
  * are always shown with their default, so no query is unbounded.
  */
-export function QueryEditor({ query, onChange, onRunQuery, data }: Props) {
+export function QueryEditor({ query, onChange, onRunQuery, data, datasource, range }: Props) {
   const [showSQL, setShowSQL] = useState(false);
   const queryType: QueryType = query.queryType ?? 'calls';
 
@@ -61,7 +67,7 @@ export function QueryEditor({ query, onChange, onRunQuery, data }: Props) {
         aria-label={label}
         width={width}
         placeholder={placeholder}
-        value={query[key] ?? ''}
+        value={asList(query[key]).join(', ')}
         onChange={(e: ChangeEvent<HTMLInputElement>) => update({ [key]: e.target.value || undefined })}
         onBlur={onRunQuery}
       />
@@ -85,35 +91,65 @@ export function QueryEditor({ query, onChange, onRunQuery, data }: Props) {
     </InlineField>
   );
 
+  /** Loads the options of a drop-down when it opens, filtered by what was typed. */
+  const loader = (kind: string) => async (input: string) => {
+    const values = await datasource.getValues(kind, range?.from.valueOf(), range?.to.valueOf());
+    const needle = input.toLowerCase();
+    return values
+      .filter((v) => v.text.toLowerCase().includes(needle) || v.value.toLowerCase().includes(needle))
+      .map((v) => ({ label: v.text, value: v.value }));
+  };
+
+  /** A multi-value drop-down; typed values ($variables) are accepted too. */
+  const pick = (key: PickKey, label: string, kind: string, placeholder: string, width = 30) => (
+    <InlineField label={label} labelWidth={LABEL}>
+      <MultiCombobox
+        id={`query-editor-${key}`}
+        aria-labelledby={`query-editor-${key}-label`}
+        width={width}
+        placeholder={placeholder}
+        createCustomValue
+        isClearable
+        options={loader(kind)}
+        value={asList(query[key])}
+        onChange={(opts) => {
+          const values = opts.map((o) => (key === 'status' && /^\d+$/.test(o.value) ? Number(o.value) : o.value));
+          update({ [key]: values.length ? values : undefined }, true);
+        }}
+      />
+    </InlineField>
+  );
+
   const filters = (
     <>
       <InlineFieldRow>
-        {text('agentId', 'Agent', 'agent UUID or $agent')}
-        {text('clientIp', 'Client IP', 'ip or CIDR')}
+        {pick('agentId', 'Agent', 'agents', 'all agents')}
+        {text('clientIp', 'Client IP', 'ip or CIDR, …')}
         {num('clientPort', 'Client port', 'any')}
       </InlineFieldRow>
       <InlineFieldRow>
-        {text('serverIp', 'Server IP', 'ip or CIDR')}
+        {pick('server', 'Server', 'servers', 'any ip:port')}
+        {text('serverIp', 'Server IP', 'ip or CIDR, …')}
         {num('serverPort', 'Server port', 'any')}
-        {text('serverName', 'Server name', 'Host header')}
+        {text('serverName', 'Server name', 'Host header, …')}
       </InlineFieldRow>
       <InlineFieldRow>
-        {text('method', 'Method', 'GET', 12)}
+        {pick('method', 'Method', 'methods', 'any', 20)}
         {text('pathPrefix', 'Path prefix', '/api/')}
         {text('pathRegex', 'Path regex', '^/api/v[0-9]+/')}
         {text('search', 'Path contains', 'free text')}
       </InlineFieldRow>
       <InlineFieldRow>
-        {num('status', 'Status', 'any')}
+        {pick('status', 'Status', 'statuses', 'any', 20)}
         <InlineField label="Status class" labelWidth={LABEL}>
-          <Select
-            inputId="query-editor-statusClass"
-            aria-label="Status class"
-            width={12}
+          <MultiCombobox
+            id="query-editor-statusClass"
+            width={24}
+            placeholder="any"
             isClearable
             options={options(STATUS_CLASSES)}
-            value={query.statusClass ?? null}
-            onChange={(v) => update({ statusClass: v?.value }, true)}
+            value={asList(query.statusClass)}
+            onChange={(opts) => update({ statusClass: opts.length ? opts.map((o) => o.value) : undefined }, true)}
           />
         </InlineField>
         {num('minDurationMs', 'Min ms', 'none')}
@@ -139,10 +175,9 @@ export function QueryEditor({ query, onChange, onRunQuery, data }: Props) {
                 onChange={(v) => update({ format: v as 'table' | 'logs' }, true)}
               />
             </InlineField>
-            <InlineField label="Sort" labelWidth={LABEL}>
-              <Select
-                inputId="query-editor-sort"
-                aria-label="Sort"
+            <InlineField label="Sort" labelWidth={LABEL} disabled={!!query.live}>
+              <Combobox
+                id="query-editor-sort"
                 width={18}
                 options={options(SORTS)}
                 value={query.sort ?? 'time_desc'}
@@ -150,6 +185,17 @@ export function QueryEditor({ query, onChange, onRunQuery, data }: Props) {
               />
             </InlineField>
             {num('limit', 'Limit', String(DEFAULT_CALLS_LIMIT))}
+            <InlineField
+              label="Live"
+              labelWidth={LABEL}
+              tooltip="Follow new calls as they are stored (Grafana Live), newest last; the limit caps the rows kept"
+            >
+              <InlineSwitch
+                id="query-editor-live"
+                value={!!query.live}
+                onChange={(e) => update({ live: e.currentTarget.checked || undefined }, true)}
+              />
+            </InlineField>
           </InlineFieldRow>
         </>
       );
@@ -160,23 +206,22 @@ export function QueryEditor({ query, onChange, onRunQuery, data }: Props) {
           {filters}
           <InlineFieldRow>
             <InlineField label="Metrics" labelWidth={LABEL}>
-              <MultiSelect
-                inputId="query-editor-metrics"
-                aria-label="Metrics"
+              <MultiCombobox
+                id="query-editor-metrics"
                 width={40}
                 options={options(METRICS)}
                 value={query.metrics ?? ['rate']}
-                onChange={(v) => update({ metrics: v.map((o) => o.value!) }, true)}
+                onChange={(v) => update({ metrics: v.map((o) => o.value) }, true)}
               />
             </InlineField>
             <InlineField label="Group by" labelWidth={LABEL}>
-              <MultiSelect
-                inputId="query-editor-groupBy"
-                aria-label="Group by"
+              <MultiCombobox
+                id="query-editor-groupBy"
                 width={30}
+                placeholder="no grouping"
                 options={options(DIMENSIONS)}
                 value={query.groupBy ?? []}
-                onChange={(v) => update({ groupBy: v.map((o) => o.value!) }, true)}
+                onChange={(v) => update({ groupBy: v.map((o) => o.value) }, true)}
               />
             </InlineField>
             {num('topN', 'Top N', String(DEFAULT_TOP_N))}
@@ -222,7 +267,7 @@ export function QueryEditor({ query, onChange, onRunQuery, data }: Props) {
               onChange={(v) => update({ agentView: v as 'table' | 'heartbeats' }, true)}
             />
           </InlineField>
-          {text('agentId', 'Agent', 'all agents')}
+          {pick('agentId', 'Agent', 'agents', 'all agents')}
         </InlineFieldRow>
       );
       break;

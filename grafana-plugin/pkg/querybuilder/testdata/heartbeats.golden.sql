@@ -13,11 +13,11 @@ FROM agent_heartbeats h
 LEFT JOIN agents a ON a.id = h.agent_id
 WHERE h.time >= $1
   AND h.time < $2
-  AND h.agent_id = $3::uuid
+  AND h.agent_id = ANY($3::text[]::uuid[])
 ORDER BY h.time, agent
 LIMIT $4;
 -- $1 (time.Time) = 2026-11-20T10:00:00Z
 -- $2 (time.Time) = 2026-11-20T11:00:00Z
--- $3 (string) = 6f1c1a8e-3b2d-4c5e-9f10-112233445566
+-- $3 ([]string) = [6f1c1a8e-3b2d-4c5e-9f10-112233445566]
 -- $4 (int64) = 10000
 -- limit 10000, capped false

@@ -6,7 +6,7 @@ SELECT host(client_ip) AS source,
 FROM http_calls
 WHERE time >= $1
   AND time < $2
-  AND method = $3
+  AND method = ANY($3::text[])
   AND client_ip IS NOT NULL
   AND server_ip IS NOT NULL
 GROUP BY client_ip, server_ip
@@ -14,6 +14,6 @@ ORDER BY calls DESC, source, target
 LIMIT $4;
 -- $1 (time.Time) = 2026-11-20T10:00:00Z
 -- $2 (time.Time) = 2026-11-20T11:00:00Z
--- $3 (string) = GET
+-- $3 ([]string) = [GET]
 -- $4 (int64) = 700
 -- limit 700, capped true
