@@ -471,7 +471,20 @@ func (a *Agent) startSession(ctx context.Context, conf *orbweaverv1.AgentConfig)
 // agent's memory bounds and the controller's parsing settings.
 func (a *Agent) pipelineConfig(conf *orbweaverv1.AgentConfig) pipeline.Config {
 	pc := a.cfg.Pipeline
-	parsing, err := pipeline.ParsingFromProto(conf.GetParsing())
+	p := conf.GetParsing()
+	if v := p.GetIdleTimeoutSeconds(); v > 0 {
+		pc.IdleTimeout = time.Duration(v) * time.Second
+	}
+	if v := p.GetStreamBufferKib(); v > 0 {
+		pc.MaxStreamBufferBytes = int(v) << 10
+	}
+	if v := p.GetTotalBufferMib(); v > 0 {
+		pc.MaxTotalBufferBytes = int64(v) << 20
+	}
+	if v := p.GetMaxConnections(); v > 0 {
+		pc.MaxConnections = int(v)
+	}
+	parsing, err := pipeline.ParsingFromProto(p)
 	if err != nil {
 		// Validated before the config was accepted; keep going with what
 		// was valid rather than not capturing at all.

@@ -48,8 +48,8 @@ func TestREADMEGrpcurlExamples(t *testing.T) {
 	waitFor(t, 20*time.Second, "agent registered", func() bool { return agentState(t, rc, r.a.ID()) != "" })
 
 	cmds := readmeGrpcurlCommands(t)
-	if len(cmds) < 10 {
-		t.Fatalf("found %d grpcurl examples in the README, want at least 10", len(cmds))
+	if len(cmds) < 11 {
+		t.Fatalf("found %d grpcurl examples in the README, want at least 11", len(cmds))
 	}
 	// Auth is on: without the token the same call is refused.
 	noToken := exec.Command(repoFile(t, ".bin/grpcurl"), "-plaintext", e.addr, "orbweaver.v1.ControlService/ListAgents")

@@ -36,9 +36,13 @@ func Default() *orbweaverv1.AgentConfig {
 		},
 		HeartbeatIntervalSeconds: 5,
 		Parsing: &orbweaverv1.ParsingConfig{
-			Protocols:    []string{"http"},
-			HeadersKeep:  []string{"accept", "accept-encoding", "content-encoding", "cache-control", "x-b3-traceid", "x-correlation-id"},
-			BodyMaxBytes: 4096,
+			Protocols:          []string{"http"},
+			HeadersKeep:        []string{"accept", "accept-encoding", "content-encoding", "cache-control", "x-b3-traceid", "x-correlation-id"},
+			BodyMaxBytes:       4096,
+			IdleTimeoutSeconds: 120,
+			StreamBufferKib:    256,
+			TotalBufferMib:     64,
+			MaxConnections:     200000,
 		},
 	}
 }

@@ -19,6 +19,7 @@ func TestPaths(t *testing.T) {
 		"heartbeat_interval_seconds",
 		"parsing.protocols", "parsing.headers_keep", "parsing.all_headers", "parsing.headers_redact", "parsing.capture_bodies",
 		"parsing.body_max_bytes", "parsing.template_rules", "parsing.redaction_salt",
+		"parsing.idle_timeout_seconds", "parsing.stream_buffer_kib", "parsing.total_buffer_mib", "parsing.max_connections",
 	}
 	if got := Paths(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Paths() =\n%v\nwant\n%v", got, want)

@@ -61,6 +61,10 @@ var bounds = []bound{
 	{"shipping.queue_max_bytes", 1 << 20, 4 << 30},
 	{"heartbeat_interval_seconds", 1, 3600},
 	{"parsing.body_max_bytes", 0, 1 << 20},
+	{"parsing.idle_timeout_seconds", 1, 86400},
+	{"parsing.stream_buffer_kib", 16, 65536},
+	{"parsing.total_buffer_mib", 1, 4096},
+	{"parsing.max_connections", 100, 10000000},
 }
 
 var headerName = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")

@@ -214,8 +214,19 @@ type ParsingConfig struct {
 	// get equal hashes). Empty: the agent's id, so hashes match within one
 	// agent; set a server-wide default to match them across agents.
 	RedactionSalt string `protobuf:"bytes,8,opt,name=redaction_salt,json=redactionSalt,proto3" json:"redaction_salt,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// TCP connections idle this long (capture time) are closed: pending
+	// requests become no_response calls (1..86400 s).
+	IdleTimeoutSeconds uint32 `protobuf:"varint,9,opt,name=idle_timeout_seconds,json=idleTimeoutSeconds,proto3" json:"idle_timeout_seconds,omitempty"`
+	// Out-of-order bytes buffered per connection direction (16..65536 KiB)
+	// and for all connections together (1..4096 MiB); beyond, bytes are
+	// skipped as a gap, counted, and the call marked.
+	StreamBufferKib uint32 `protobuf:"varint,10,opt,name=stream_buffer_kib,json=streamBufferKib,proto3" json:"stream_buffer_kib,omitempty"`
+	TotalBufferMib  uint32 `protobuf:"varint,11,opt,name=total_buffer_mib,json=totalBufferMib,proto3" json:"total_buffer_mib,omitempty"`
+	// Connections tracked at once (100..10000000); beyond, new ones are
+	// counted and ignored.
+	MaxConnections uint32 `protobuf:"varint,12,opt,name=max_connections,json=maxConnections,proto3" json:"max_connections,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ParsingConfig) Reset() {
@@ -302,6 +313,34 @@ func (x *ParsingConfig) GetRedactionSalt() string {
 		return x.RedactionSalt
 	}
 	return ""
+}
+
+func (x *ParsingConfig) GetIdleTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.IdleTimeoutSeconds
+	}
+	return 0
+}
+
+func (x *ParsingConfig) GetStreamBufferKib() uint32 {
+	if x != nil {
+		return x.StreamBufferKib
+	}
+	return 0
+}
+
+func (x *ParsingConfig) GetTotalBufferMib() uint32 {
+	if x != nil {
+		return x.TotalBufferMib
+	}
+	return 0
+}
+
+func (x *ParsingConfig) GetMaxConnections() uint32 {
+	if x != nil {
+		return x.MaxConnections
+	}
+	return 0
 }
 
 // TemplateRule rewrites paths matching a regular expression (RE2 syntax)
@@ -578,7 +617,7 @@ const file_orbweaver_v1_config_proto_rawDesc = "" +
 	"\vpromiscuous\x18\x04 \x01(\bR\vpromiscuous\x12&\n" +
 	"\x0fbuffer_size_mib\x18\x05 \x01(\rR\rbufferSizeMib\x12\x12\n" +
 	"\x04mode\x18\x06 \x01(\tR\x04mode\x12\x1b\n" +
-	"\tfile_path\x18\a \x01(\tR\bfilePath\"\xcf\x02\n" +
+	"\tfile_path\x18\a \x01(\tR\bfilePath\"\x80\x04\n" +
 	"\rParsingConfig\x12\x1c\n" +
 	"\tprotocols\x18\x01 \x03(\tR\tprotocols\x12!\n" +
 	"\fheaders_keep\x18\x02 \x03(\tR\vheadersKeep\x12\x1f\n" +
@@ -588,7 +627,12 @@ const file_orbweaver_v1_config_proto_rawDesc = "" +
 	"\x0ecapture_bodies\x18\x05 \x01(\bR\rcaptureBodies\x12$\n" +
 	"\x0ebody_max_bytes\x18\x06 \x01(\rR\fbodyMaxBytes\x12A\n" +
 	"\x0etemplate_rules\x18\a \x03(\v2\x1a.orbweaver.v1.TemplateRuleR\rtemplateRules\x12%\n" +
-	"\x0eredaction_salt\x18\b \x01(\tR\rredactionSalt\"D\n" +
+	"\x0eredaction_salt\x18\b \x01(\tR\rredactionSalt\x120\n" +
+	"\x14idle_timeout_seconds\x18\t \x01(\rR\x12idleTimeoutSeconds\x12*\n" +
+	"\x11stream_buffer_kib\x18\n" +
+	" \x01(\rR\x0fstreamBufferKib\x12(\n" +
+	"\x10total_buffer_mib\x18\v \x01(\rR\x0etotalBufferMib\x12'\n" +
+	"\x0fmax_connections\x18\f \x01(\rR\x0emaxConnections\"D\n" +
 	"\fTemplateRule\x12\x18\n" +
 	"\apattern\x18\x01 \x01(\tR\apattern\x12\x1a\n" +
 	"\btemplate\x18\x02 \x01(\tR\btemplate\"\xe8\x01\n" +
