@@ -243,7 +243,8 @@ func diffRows(t *testing.T, got, want []string) {
 }
 
 func TestFileModeStoresEveryExchange(t *testing.T) {
-	e := startController(t, pgtest.URL(t), "")
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	e := startController(t, pgtest.URL(t), "", func(c *controller.Config) { c.MetricsListen = metricsAddr })
 	pcap := repoFile(t, "testdata/pcaps/http_keepalive.pcap")
 	truth := readTruth(t, strings.TrimSuffix(pcap, ".pcap")+".truth.json")
 	r := startAgent(t, agent.Config{Controller: e.addr, Name: "file-agent", File: pcap, ExitWhenDone: true})
@@ -270,6 +271,27 @@ func TestFileModeStoresEveryExchange(t *testing.T) {
 	if mode != "file" || name != "file-agent" {
 		t.Errorf("agents row: mode %q name %q", mode, name)
 	}
+	// The controller's Prometheus metrics saw the same.
+	m := scrape(t, "http://"+metricsAddr+"/metrics")
+	for _, want := range []string{"orbweaver_controller_calls_stored_total 30", `orbweaver_controller_batches_total{result="failed"} 0`, "orbweaver_controller_ingest_queue_depth 0"} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("controller metrics lack %q", want)
+		}
+	}
+}
+
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func TestTruncatedFileStoresCallsBeforeTheCut(t *testing.T) {
@@ -307,7 +329,8 @@ func TestLiveCaptureOnLoopback(t *testing.T) {
 	e := startController(t, pgtest.URL(t), "")
 	srv, port := startHTTPServer(t)
 	_ = srv
-	r := startAgent(t, agent.Config{Controller: e.addr, Name: "live", Interface: "lo", Filter: fmt.Sprintf("tcp port %d", port)})
+	agentMetrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := startAgent(t, agent.Config{Controller: e.addr, Name: "live", Interface: "lo", Filter: fmt.Sprintf("tcp port %d", port), MetricsListen: agentMetrics})
 	waitCapturing(t, e, r.a.ID())
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
@@ -357,6 +380,12 @@ func TestLiveCaptureOnLoopback(t *testing.T) {
 	}
 	if n := e.count(t, "agent_id = $1 AND path LIKE '/status/' || status || '%'", r.a.ID()); n != 200 {
 		t.Fatalf("%d calls have a status matching their path, want 200", n)
+	}
+	m := scrape(t, "http://"+agentMetrics+"/metrics")
+	for _, want := range []string{"orbweaver_agent_calls_acked_total 200", "orbweaver_agent_calls_captured_total 200", "orbweaver_agent_capturing 1", "orbweaver_agent_connected 1"} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("agent metrics lack %q", want)
+		}
 	}
 }
 
