@@ -113,8 +113,8 @@ func TestExecutable(t *testing.T) {
 	if a.Error != nil || len(a.Frames) != 1 || a.Frames[0].Meta == nil || !strings.Contains(a.Frames[0].Meta.ExecutedQueryString, "FROM http_calls") {
 		t.Fatalf("A = %+v", a)
 	}
-	if n, _ := a.Frames[0].RowLen(); n != 0 || len(a.Frames[0].Fields) != 18 {
-		t.Fatalf("A: %d rows, %d fields; want 0 rows (empty database), 18 fields", n, len(a.Frames[0].Fields))
+	if n, _ := a.Frames[0].RowLen(); n != 0 || len(a.Frames[0].Fields) != 25 {
+		t.Fatalf("A: %d rows, %d fields; want 0 rows (empty database), 25 fields", n, len(a.Frames[0].Fields))
 	}
 	if b := resp.Responses["B"]; b.Error == nil || b.Status != backend.StatusBadRequest {
 		t.Fatalf("B = %+v, want a 400 error", b)

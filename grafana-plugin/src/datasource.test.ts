@@ -8,6 +8,8 @@ const vars: Record<string, string | string[]> = {
   $agent: '11111111-1111-4111-8111-111111111111',
   $method: ['GET', 'POST'],
   $status: ['404', '503'],
+  $user: ['alice', 'bob'],
+  $route: ['/api/orders', '/api/orders/{id}'],
 };
 const replace = jest.fn((v: string, _scoped?: unknown, format?: unknown) => {
   const value = vars[v];
@@ -61,6 +63,54 @@ describe('DataSource', () => {
       {}
     );
     expect(q).toEqual({ refId: 'A', method: ['GET', 'POST', 'PUT'], status: [404, 503, 500] });
+  });
+
+  it('expands variables in the identification, origin, template and token filters', () => {
+    const q = ds().applyTemplateVariables(
+      {
+        refId: 'A',
+        identification: '$user',
+        origin: ['203.0.113.0/24'],
+        template: ['$route', '/health'],
+        templatePrefix: '$agent',
+        templateRegex: '^/api/',
+        tokenProblem: 'expired',
+        multipleCredentials: false,
+      },
+      {}
+    );
+    expect(q).toEqual({
+      refId: 'A',
+      identification: ['alice', 'bob'],
+      origin: ['203.0.113.0/24'],
+      template: ['/api/orders', '/api/orders/{id}', '/health'],
+      templatePrefix: '11111111-1111-4111-8111-111111111111',
+      templateRegex: '^/api/',
+      tokenProblem: ['expired'],
+      multipleCredentials: false,
+    });
+  });
+
+  it('lists templates and identifications for variables', async () => {
+    const d = ds();
+    const getResource = jest
+      .spyOn(d, 'getResource')
+      .mockResolvedValue([{ value: '/api/orders/{id}', text: '/api/orders/{id}' }]);
+    const range = { from: { valueOf: () => 1000 }, to: { valueOf: () => 2000 } };
+    await expect(d.metricFindQuery(' templates ', { range })).resolves.toEqual([
+      { value: '/api/orders/{id}', text: '/api/orders/{id}' },
+    ]);
+    expect(getResource).toHaveBeenCalledWith('values/templates', { from: 1000, to: 2000 });
+    await d.metricFindQuery({ kind: 'identifications' }, { range });
+    expect(getResource).toHaveBeenLastCalledWith('values/identifications', { from: 1000, to: 2000 });
+  });
+
+  it('puts the new filters in the tail channel', () => {
+    const base = { refId: 'A', template: ['/api/orders'] };
+    expect(tailPath(base)).not.toEqual(tailPath({ ...base, identification: ['alice'] }));
+    expect(tailPath(base)).not.toEqual(tailPath({ ...base, multipleCredentials: true }));
+    expect(tailPath(base)).not.toEqual(tailPath({ ...base, templateRegex: 'x' }));
+    expect(tailPath(base)).not.toEqual(tailPath({ ...base, origin: '10.0.0.1', tokenProblem: ['expired'] }));
   });
 
   it('skips call trees without a call id', () => {

@@ -20,10 +20,18 @@ import {
 } from './types';
 
 /** Single-value string fields of a query that may hold template variables. */
-const TEMPLATED_FIELDS = ['pathPrefix', 'pathRegex', 'search', 'callId', 'traceId'] as const;
+const TEMPLATED_FIELDS = [
+  'pathPrefix',
+  'pathRegex',
+  'search',
+  'templatePrefix',
+  'templateRegex',
+  'callId',
+  'traceId',
+] as const;
 
 /** Kinds of values the backend lists (CallResource values/<kind>). */
-export const VALUE_KINDS = ['agents', 'servers', 'methods', 'statuses'];
+export const VALUE_KINDS = ['agents', 'servers', 'methods', 'statuses', 'templates', 'identifications'];
 
 /** One entry of a values/<kind> list. */
 export interface Value {
@@ -192,7 +200,8 @@ export class DataSource extends DataSourceWithBackend<OrbweaverQuery, OrbweaverO
 
   /**
    * Template variable values. The variable query is one of "agents",
-   * "servers", "methods", "statuses"; values come from the dashboard's time range.
+   * "servers", "methods", "statuses", "templates", "identifications"; values
+   * come from the dashboard's time range.
    */
   async metricFindQuery(
     query: string | { kind?: string },

@@ -18,7 +18,19 @@ export const QUERY_TYPES: Array<{ value: QueryType; label: string; description: 
 ];
 
 export const METRICS = ['rate', 'error_rate', 'p50', 'p90', 'p95', 'p99', 'bytes'] as const;
-export const DIMENSIONS = ['server', 'client', 'host', 'method', 'status', 'agent'] as const;
+export const DIMENSIONS = [
+  'server',
+  'client',
+  'host',
+  'method',
+  'status',
+  'agent',
+  'template',
+  'identification',
+  'origin',
+] as const;
+/** JWT problems at capture time (the tokenProblem filter). */
+export const TOKEN_PROBLEMS = ['not_yet_valid', 'expired'] as const;
 export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'none'] as const;
 export const SORTS = ['time_desc', 'time_asc', 'duration_desc', 'duration_asc'] as const;
 
@@ -41,6 +53,10 @@ export const MULTI_FIELDS = [
   'method',
   'status',
   'statusClass',
+  'identification',
+  'origin',
+  'template',
+  'tokenProblem',
 ] as const;
 
 /** Filters of the calls query, sent to the live tail. */
@@ -53,6 +69,9 @@ export const FILTER_FIELDS = [
   'search',
   'minDurationMs',
   'maxDurationMs',
+  'templatePrefix',
+  'templateRegex',
+  'multipleCredentials',
 ] as const;
 
 /** The query model, shared with the backend (pkg/querybuilder.Query). */
@@ -78,6 +97,18 @@ export interface OrbweaverQuery extends DataQuery {
   statusClass?: Multi;
   minDurationMs?: number;
   maxDurationMs?: number;
+  /** Exact identifications: Basic-auth login, else the JWT `sub`. */
+  identification?: Multi;
+  /** Original client addresses or CIDR prefixes (X-Forwarded-For, Forwarded, else client IP). */
+  origin?: Multi;
+  /** Exact route templates, as values/templates lists them. */
+  template?: Multi;
+  templatePrefix?: string;
+  templateRegex?: string;
+  /** Calls whose JWT had any of these problems at capture time. */
+  tokenProblem?: Multi;
+  /** true: several credentials; false: one or none; unset: no filter. */
+  multipleCredentials?: boolean;
 
   // Calls.
   format?: 'table' | 'logs';

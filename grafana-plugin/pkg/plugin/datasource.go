@@ -20,8 +20,9 @@ import (
 const ID = "orbweaver-calls-datasource"
 
 // MinSchemaVersion is the oldest schema (schema_migrations.version) the
-// plugin's queries work on.
-const MinSchemaVersion = 5
+// plugin's queries work on: 7 added the identification, origin, template,
+// token and credentials columns it reads.
+const MinSchemaVersion = 7
 
 // Compile-time checks of the handlers a Datasource serves.
 var (

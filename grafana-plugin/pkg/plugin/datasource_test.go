@@ -36,7 +36,8 @@ func TestQueries(t *testing.T) {
 		}
 		f := frames[0]
 		wantFields := []string{"id", "time", "agent_id", "client_ip", "client_port", "server_ip", "server_port", "method", "host",
-			"path", "query", "status", "duration_ms", "request_body_size", "response_body_size", "parse_status", "x_request_id", "traceparent"}
+			"path", "query", "status", "duration_ms", "request_body_size", "response_body_size", "parse_status", "x_request_id", "traceparent",
+			"identification", "origin", "template", "token_not_yet_valid", "token_expired", "credentials_count", "multiple_credentials"}
 		if got := fieldNames(f); !reflect.DeepEqual(got, wantFields) {
 			t.Fatalf("fields = %v\nwant %v", got, wantFields)
 		}
@@ -55,6 +56,23 @@ func TestQueries(t *testing.T) {
 		idField, _ := f.FieldByName("id")
 		if l := idField.Config.Links; len(l) != 2 || l[0].Title != "Open call tree" || l[0].Internal.DatasourceUID != e.settings.UID {
 			t.Fatalf("id links = %+v", l)
+		}
+		// Row 2 is call 4, row 5 call 7 (no identification nor origin).
+		for _, c := range []struct {
+			field string
+			want  []any
+		}{
+			{"identification", []any{injectionText, "alice", "bob", "svc-inventory", nil, "svc-orders", "alice"}},
+			{"origin", []any{"10.0.0.1", "198.51.100.1", "203.0.113.8", "10.0.0.3", nil, "10.0.0.2", "203.0.113.7"}},
+			{"template", []any{injectionText, "/api/orders/{id}", "/api/orders", "/price", "/health", "/api/stock/{id}", "/api/orders"}},
+			{"token_not_yet_valid", []any{false, false, false, true, false, false, false}},
+			{"token_expired", []any{false, false, false, false, false, true, false}},
+			{"credentials_count", []any{int64(0), int64(1), int64(2), int64(1), int64(0), int64(1), int64(1)}},
+			{"multiple_credentials", []any{false, false, true, false, false, false, false}},
+		} {
+			if got := column(t, f, c.field); !reflect.DeepEqual(got, c.want) {
+				t.Errorf("%s = %v, want %v", c.field, got, c.want)
+			}
 		}
 		goldenFrames(t, "calls_table", frames)
 	})
@@ -90,6 +108,24 @@ func TestQueries(t *testing.T) {
 		{"several status classes", map[string]any{"statusClass": []string{"4xx", "none"}}, []int64{6, 5}},
 		{"status classes without none", map[string]any{"statusClass": []string{"2xx", "5xx"}, "serverPort": 8080}, []int64{4, 1}},
 		{"empty list is no filter", map[string]any{"method": []string{}, "limit": 1}, []int64{6}},
+		// Derived fields (migration 0007); call 8 (alice, outside the range) never matches.
+		{"identification", map[string]any{"identification": "alice"}, []int64{5, 1}},
+		{"several identifications", map[string]any{"identification": []string{"bob", "svc-orders", "nobody"}}, []int64{4, 2}},
+		{"identification is exact", map[string]any{"identification": "ALICE"}, nil},
+		{"identification holding an injection, stored as text", map[string]any{"identification": injectionText}, []int64{6}},
+		{"origin cidr", map[string]any{"origin": "203.0.113.0/24"}, []int64{4, 1}},
+		{"several origins", map[string]any{"origin": []string{"198.51.100.1", "203.0.113.7", "10.0.0.0/30"}}, []int64{6, 5, 3, 2, 1}},
+		{"origin is not the client ip", map[string]any{"origin": "10.0.0.9"}, nil},
+		{"template", map[string]any{"template": "/api/orders"}, []int64{4, 1}},
+		{"several templates", map[string]any{"template": []string{"/price", "/health"}}, []int64{3, 7}},
+		{"template holding an injection, stored as text", map[string]any{"template": injectionText}, []int64{6}},
+		{"template prefix", map[string]any{"templatePrefix": "/api/"}, []int64{5, 4, 2, 1}},
+		{"template regex", map[string]any{"templateRegex": "[{]id[}]$"}, []int64{5, 2}},
+		{"token expired", map[string]any{"tokenProblem": "expired"}, []int64{2}},
+		{"token not yet valid or expired", map[string]any{"tokenProblem": []string{"not_yet_valid", "expired"}}, []int64{3, 2}},
+		{"multiple credentials", map[string]any{"multipleCredentials": true}, []int64{4}},
+		{"single credential", map[string]any{"multipleCredentials": false}, []int64{6, 5, 3, 7, 2, 1}},
+		{"derived filters combined", map[string]any{"identification": []string{"alice", "bob"}, "template": "/api/orders", "origin": "203.0.113.8"}, []int64{4}},
 	}
 	for _, tt := range filters {
 		t.Run("calls filter "+tt.name, func(t *testing.T) {
@@ -108,7 +144,8 @@ func TestQueries(t *testing.T) {
 	})
 
 	t.Run("SQL injection in every text filter", func(t *testing.T) {
-		for _, field := range []string{"serverName", "method", "pathPrefix", "pathRegex", "search", "sort", "statusClass", "format", "agentId", "serverIp", "clientIp", "server"} {
+		for _, field := range []string{"serverName", "method", "pathPrefix", "pathRegex", "search", "sort", "statusClass", "format", "agentId", "serverIp", "clientIp", "server",
+			"identification", "origin", "template", "templatePrefix", "templateRegex", "tokenProblem", "multipleCredentials"} {
 			r := e.query(t, "calls", map[string]any{field: "x' OR '1'='1'; DROP TABLE agents; --"})
 			if r.Error != nil {
 				if r.Status != backend.StatusBadRequest || strings.Contains(r.Error.Error(), "SELECT") {
@@ -118,6 +155,19 @@ func TestQueries(t *testing.T) {
 			}
 			if n, _ := r.Frames[0].RowLen(); n != 0 {
 				t.Errorf("%s: %d rows, want 0", field, n)
+			}
+		}
+		// The same attempts grouped by the new dimensions.
+		for _, field := range []string{"identification", "origin", "template", "templatePrefix", "templateRegex", "tokenProblem"} {
+			r := e.query(t, "stats", map[string]any{field: "x' OR '1'='1'; DROP TABLE agents; --", "groupBy": []string{"template", "identification", "origin"}})
+			if r.Error != nil {
+				if r.Status != backend.StatusBadRequest || strings.Contains(r.Error.Error(), "SELECT") {
+					t.Errorf("stats %s: status %d, error %q: want 400 without SQL", field, r.Status, r.Error)
+				}
+				continue
+			}
+			if n, _ := r.Frames[0].RowLen(); n != 0 {
+				t.Errorf("stats %s: %d rows, want 0", field, n)
 			}
 		}
 		// The tables are intact.
@@ -178,6 +228,47 @@ func TestQueries(t *testing.T) {
 			t.Fatalf("rate of 10.0.0.2:8080 = %v", got)
 		}
 		goldenFrames(t, "stats_grouped", frames)
+	})
+
+	t.Run("stats grouped by template, top 2", func(t *testing.T) {
+		frames := ok(t, e.query(t, "stats", map[string]any{"groupBy": []string{"template"}, "topN": 2}))
+		f := frames[0]
+		// /api/orders has calls 1 and 4; the one-call templates tie and
+		// sort by name.
+		want := []string{"time", "rate{template=/api/orders}", "rate{template=/api/orders/{id}}"}
+		if got := fieldNames(f); !reflect.DeepEqual(got, want) {
+			t.Fatalf("fields = %v, want %v", got, want)
+		}
+		if got := column(t, f, "time"); fmt.Sprint(got) != fmt.Sprint([]any{t0}) {
+			t.Fatalf("buckets = %v, want the 10:00 bucket only", got)
+		}
+		if got := fmt.Sprint(column(t, f, "rate")); got != fmt.Sprint([]any{2.0 / 60}) {
+			t.Fatalf("rate of /api/orders = %v, want 2/60", got)
+		}
+		goldenFrames(t, "stats_grouped_template", frames)
+	})
+
+	t.Run("stats grouped by template with a token filter", func(t *testing.T) {
+		f := ok(t, e.query(t, "stats", map[string]any{"groupBy": []string{"template"}, "tokenProblem": []string{"expired", "not_yet_valid"}, "metrics": []string{"p95"}}))[0]
+		want := []string{"time", "p95_ms{template=/api/stock/{id}}", "p95_ms{template=/price}"}
+		if got := fieldNames(f); !reflect.DeepEqual(got, want) {
+			t.Fatalf("fields = %v, want %v", got, want)
+		}
+	})
+
+	t.Run("stats grouped by identification and origin", func(t *testing.T) {
+		f := ok(t, e.query(t, "stats", map[string]any{"groupBy": []string{"identification", "origin"}, "topN": 100, "serverPort": 8081}))[0]
+		// Call 7 has neither: identification "" and origin "none".
+		if got, want := fieldNames(f), []string{"time", "rate{identification=, origin=none}"}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("fields = %v, want %v", got, want)
+		}
+		f = ok(t, e.query(t, "stats", map[string]any{"groupBy": []string{"identification"}, "identification": "alice", "origin": "203.0.113.0/24"}))[0]
+		if got, want := fieldNames(f), []string{"time", "rate{identification=alice}"}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("fields = %v, want %v", got, want)
+		}
+		if got := fmt.Sprint(column(t, f, "rate")); got != fmt.Sprint([]any{1.0 / 60}) {
+			t.Fatalf("rate = %v, want call 1 only", got)
+		}
 	})
 
 	t.Run("stats by every dimension with every metric", func(t *testing.T) {
@@ -260,6 +351,30 @@ func TestQueries(t *testing.T) {
 		}
 		if got := column(t, f, "startTime")[0]; got != float64(t0.UnixMilli()+1000) {
 			t.Fatalf("root start = %v, want %d", got, t0.UnixMilli()+1000)
+		}
+		// Span tags carry the derived fields.
+		for i, want := range []map[string]any{
+			{"identification": "alice", "template": "/api/orders"},
+			{"identification": "svc-orders", "template": "/api/stock/{id}", "token_expired": true},
+			{"identification": "svc-inventory", "template": "/price", "token_not_yet_valid": true},
+		} {
+			var kv []struct {
+				Key   string `json:"key"`
+				Value any    `json:"value"`
+			}
+			if err := json.Unmarshal(column(t, f, "tags")[i].(json.RawMessage), &kv); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]any{}
+			for _, tag := range kv {
+				switch tag.Key {
+				case "identification", "template", "token_expired", "token_not_yet_valid":
+					got[tag.Key] = tag.Value
+				}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("span %d derived tags = %v, want %v", i+1, got, want)
+			}
 		}
 		goldenFrames(t, "call_tree", frames)
 	})
@@ -405,9 +520,9 @@ func TestCheckHealth(t *testing.T) {
 	})
 	t.Run("old schema", func(t *testing.T) {
 		e := newEnv(t, true)
-		admin(t, e.adminURL, "DELETE FROM schema_migrations WHERE version >= 5")
+		admin(t, e.adminURL, "DELETE FROM schema_migrations WHERE version >= 7")
 		res := e.health(t)
-		if res.Status != backend.HealthStatusError || !strings.Contains(res.Message, "is at version 4; this plugin needs version 5") {
+		if res.Status != backend.HealthStatusError || !strings.Contains(res.Message, "is at version 6; this plugin needs version 7") {
 			t.Fatalf("health = %v %q", res.Status, res.Message)
 		}
 	})
@@ -439,13 +554,13 @@ func TestCheckHealth(t *testing.T) {
 
 func TestResources(t *testing.T) {
 	e := newEnv(t, true)
-	get := func(path string) (int, string) {
+	getRange := func(path string, from, to time.Time) (int, string) {
 		var status int
 		var body string
 		err := e.client.CallResource(context.Background(), &backend.CallResourceRequest{
 			PluginContext: backend.PluginContext{OrgID: 1, PluginID: plugin.ID, DataSourceInstanceSettings: &e.settings},
 			Path:          path, Method: "GET",
-			URL: fmt.Sprintf("%s?from=%d&to=%d", path, t0.UnixMilli(), t0.Add(time.Hour).UnixMilli()),
+			URL: fmt.Sprintf("%s?from=%d&to=%d", path, from.UnixMilli(), to.UnixMilli()),
 		}, backend.CallResourceResponseSenderFunc(func(r *backend.CallResourceResponse) error {
 			status, body = r.Status, string(r.Body)
 			return nil
@@ -455,7 +570,15 @@ func TestResources(t *testing.T) {
 		}
 		return status, body
 	}
+	get := func(path string) (int, string) { return getRange(path, t0, t0.Add(time.Hour)) }
+	injectionJSON, _ := json.Marshal(injectionText)
 	for _, tt := range []struct{ path, want string }{
+		// Most frequent first, then by value; call 8 (outside the range) not counted.
+		{"values/templates", `[{"value":"/api/orders","text":"/api/orders"},{"value":"/api/orders/{id}","text":"/api/orders/{id}"},` +
+			`{"value":"/api/stock/{id}","text":"/api/stock/{id}"},{"value":"/health","text":"/health"},{"value":"/price","text":"/price"},` +
+			`{"value":` + string(injectionJSON) + `,"text":` + string(injectionJSON) + `}]`},
+		{"values/identifications", `[{"value":"alice","text":"alice"},{"value":` + string(injectionJSON) + `,"text":` + string(injectionJSON) + `},` +
+			`{"value":"bob","text":"bob"},{"value":"svc-inventory","text":"svc-inventory"},{"value":"svc-orders","text":"svc-orders"}]`},
 		{"values/methods", `[{"value":"GET","text":"GET"},{"value":"POST","text":"POST"}]`},
 		{"values/agents", `[{"value":"` + agentA + `","text":"edge-1"}]`},
 		{"values/servers", `[{"value":"10.0.0.2:8080","text":"10.0.0.2:8080"},{"value":"10.0.0.2:8081","text":"10.0.0.2:8081"},{"value":"10.0.0.3:9090","text":"10.0.0.3:9090"},{"value":"10.0.0.4:80","text":"10.0.0.4:80"}]`},
@@ -464,6 +587,18 @@ func TestResources(t *testing.T) {
 		status, body := get(tt.path)
 		if status != 200 || body != tt.want {
 			t.Errorf("%s: %d %s\nwant %s", tt.path, status, body, tt.want)
+		}
+	}
+	// Bounded by the time range: only call 8 starts in [t0+2h, t0+3h).
+	for path, want := range map[string]string{
+		"values/templates":       `[{"value":"/api/orders","text":"/api/orders"}]`,
+		"values/identifications": `[{"value":"alice","text":"alice"}]`,
+	} {
+		if status, body := getRange(path, t0.Add(2*time.Hour), t0.Add(3*time.Hour)); status != 200 || body != want {
+			t.Errorf("%s two hours later: %d %s\nwant %s", path, status, body, want)
+		}
+		if status, body := getRange(path, t0.Add(-2*time.Hour), t0.Add(-time.Hour)); status != 200 || body != "[]" {
+			t.Errorf("%s before the calls: %d %s, want []", path, status, body)
 		}
 	}
 	if status, _ := get("values/passwords"); status != 404 {

@@ -153,6 +153,10 @@ func call(client string, cport uint32, server string, sport uint32, method, host
 	return c
 }
 
+// injectionText is an SQL injection attempt stored as call 6's
+// identification and template.
+const injectionText = `admin'); DELETE FROM http_calls; --`
+
 // insertFixtures stores, in one batch (ids 1…8 in this order):
 //
 //	1 frontend 10.0.0.1 → orders 10.0.0.2:8080   GET /api/orders 200, 1.000 s + 200 ms
@@ -163,6 +167,18 @@ func call(client string, cport uint32, server string, sport uint32, method, host
 //	6 10.0.0.1 → orders 10.0.0.2:8080            GET an SQL injection path 404, 90 s + 10 ms
 //	7 10.0.0.5 → orders 10.0.0.2:8081            GET /health 200, 1.052 s + 8 ms (other port)
 //	8 10.0.0.1 → orders 10.0.0.2:8080            GET /api/orders 200, 2 h (outside the range)
+//
+// with the derived fields (identification, origin, template; token and
+// credential flags):
+//
+//	1 alice          203.0.113.7   /api/orders
+//	2 svc-orders     10.0.0.2      /api/stock/{id}    token expired
+//	3 svc-inventory  10.0.0.3      /price             token not yet valid
+//	4 bob            203.0.113.8   /api/orders        2 credentials, multiple
+//	5 alice          198.51.100.1  /api/orders/{id}
+//	6 injectionText  10.0.0.1      injectionText      no credentials
+//	7 (none)         (none)        /health            no credentials
+//	8 alice          203.0.113.7   /api/orders        token expired
 //
 // and agent A with two heartbeats.
 func insertFixtures(t *testing.T, st *store.Store) {
@@ -192,6 +208,31 @@ func insertFixtures(t *testing.T, st *store.Store) {
 		call("10.0.0.1", 40006, "10.0.0.2", 8080, "GET", "orders", "/api/orders", 200, 2*time.Hour, time.Millisecond),
 	}
 	calls[1].Traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	// Derived fields (migration 0007), as the agent sets them.
+	derived := []struct {
+		identification, origin, template string
+		notYetValid, expired             bool
+		credentials                      uint32
+		multiple                         bool
+	}{
+		{"alice", "203.0.113.7", "/api/orders", false, false, 1, false},
+		{"svc-orders", "10.0.0.2", "/api/stock/{id}", false, true, 1, false},
+		{"svc-inventory", "10.0.0.3", "/price", true, false, 1, false},
+		{"bob", "203.0.113.8", "/api/orders", false, false, 2, true},
+		{"alice", "198.51.100.1", "/api/orders/{id}", false, false, 1, false},
+		{injectionText, "10.0.0.1", injectionText, false, false, 0, false},
+		{"", "", "/health", false, false, 0, false},
+		{"alice", "203.0.113.7", "/api/orders", false, true, 1, false},
+	}
+	for i, d := range derived {
+		c := calls[i]
+		c.Identification, c.Template = d.identification, d.template
+		if d.origin != "" {
+			c.OriginIp = ip(d.origin)
+		}
+		c.TokenNotYetValid, c.TokenExpired = d.notYetValid, d.expired
+		c.CredentialsCount, c.MultipleCredentials = d.credentials, d.multiple
+	}
 	res, err := st.InsertCallBatch(ctx, &orbweaverv1.CallBatch{AgentId: agentA, BootId: bootA, Sequence: 1, HttpCalls: calls})
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
@@ -107,6 +108,17 @@ func logsFrame(calls *data.Frame) (*data.Frame, error) {
 		if hasStatus {
 			l["status"] = strconv.FormatInt(status, 10)
 		}
+		for _, name := range []string{"identification", "origin", "template"} {
+			if v := text(name, i); v != "" {
+				l[name] = v
+			}
+		}
+		if p := tokenProblems(calls, i); p != "" {
+			l["token_problem"] = p
+		}
+		if b, _ := get("multiple_credentials", i).(bool); b {
+			l["multiple_credentials"] = "true"
+		}
 		raw, err := json.Marshal(l)
 		if err != nil {
 			return nil, fmt.Errorf("log labels: %w", err)
@@ -122,6 +134,19 @@ func logsFrame(calls *data.Frame) (*data.Frame, error) {
 	)
 	f.Meta = &data.FrameMeta{Type: data.FrameTypeLogLines, TypeVersion: data.FrameTypeVersion{0, 0}, PreferredVisualization: data.VisTypeLogs}
 	return f, nil
+}
+
+// tokenProblems names the JWT problems of row i ("not_yet_valid",
+// "expired", joined with a comma), "" when none.
+func tokenProblems(f *data.Frame, i int) string {
+	var p []string
+	if b, _ := value(f, "token_not_yet_valid", i).(bool); b {
+		p = append(p, "not_yet_valid")
+	}
+	if b, _ := value(f, "token_expired", i).(bool); b {
+		p = append(p, "expired")
+	}
+	return strings.Join(p, ",")
 }
 
 func intOf(v any) int64 {
@@ -323,6 +348,16 @@ func (d *Datasource) callTree(ctx context.Context, q qb.Query, tr qb.TimeRange) 
 			{"key": "response_body_size", "value": intOf(value(calls, "response_body_size", i))},
 			{"key": "parse_status", "value": str(calls, "parse_status", i)},
 			{"key": "call_id", "value": strconv.FormatInt(id, 10)},
+		}
+		for _, name := range []string{"identification", "template"} {
+			if v := str(calls, name, i); v != "" {
+				kv = append(kv, map[string]any{"key": name, "value": v})
+			}
+		}
+		for _, name := range []string{"token_not_yet_valid", "token_expired"} {
+			if b, _ := value(calls, name, i).(bool); b {
+				kv = append(kv, map[string]any{"key": name, "value": true})
+			}
 		}
 		code := int64(1)
 		if hasStatus {

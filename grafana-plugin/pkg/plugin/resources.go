@@ -24,7 +24,8 @@ type Value struct {
 	Text  string `json:"text"`
 }
 
-// CallResource serves GET values/{agents,servers,methods,statuses}, with
+// CallResource serves GET
+// values/{agents,servers,methods,statuses,templates,identifications}, with
 // optional from and to (Unix milliseconds; default: the last 24 hours):
 // a JSON array of {value, text}, at most querybuilder.MaxValues.
 func (d *Datasource) CallResource(ctx context.Context, req *backend.CallResourceRequest, sender backend.CallResourceResponseSender) error {

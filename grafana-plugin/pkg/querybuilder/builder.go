@@ -2,6 +2,7 @@ package querybuilder
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -19,8 +20,7 @@ func (p *params) arg(v any) string {
 }
 
 // Expressions over one http_calls row. They are the only place that knows
-// how a concept maps to columns, so new columns (identification, origin,
-// template) slot in here.
+// how a concept maps to columns.
 const (
 	// callStart is when the call began, callEnd when it ended (the start for
 	// calls that have no later timestamp).
@@ -36,7 +36,7 @@ const (
 
 // Dimensions returns the names a stats query can group by.
 func Dimensions() []string {
-	return []string{"server", "client", "host", "method", "status", "agent"}
+	return []string{"server", "client", "host", "method", "status", "agent", "template", "identification", "origin"}
 }
 
 // dimensionExpr is the text expression of a group-by dimension.
@@ -54,6 +54,14 @@ func dimensionExpr(name string) (string, bool) {
 		return "coalesce(status::text, 'none')", true
 	case "agent":
 		return "agent_id::text", true
+	case "template":
+		// Calls without a request have no template.
+		return "coalesce(nullif(template, ''), 'none')", true
+	case "identification":
+		// Anonymous calls (no identification is ever stored empty).
+		return "coalesce(identification, '')", true
+	case "origin":
+		return "coalesce(host(origin), 'none')", true
 	}
 	return "", false
 }
@@ -112,7 +120,7 @@ func (p *params) filters(f Filters) ([]string, error) {
 	for _, ip := range []struct {
 		col    string
 		values List
-	}{{"client_ip", f.ClientIP}, {"server_ip", f.ServerIP}} {
+	}{{"client_ip", f.ClientIP}, {"server_ip", f.ServerIP}, {"origin", f.Origin}} {
 		if len(ip.values) == 0 {
 			continue
 		}
@@ -192,7 +200,53 @@ func (p *params) filters(f Filters) ([]string, error) {
 	if f.MaxDurationMs != nil {
 		conds = append(conds, "duration_us <= "+p.arg(int64(*f.MaxDurationMs*1000)))
 	}
+	if len(f.Identification) > 0 {
+		conds = append(conds, "identification = ANY("+p.arg([]string(f.Identification))+"::text[])")
+	}
+	if len(f.Template) > 0 {
+		conds = append(conds, "template = ANY("+p.arg([]string(f.Template))+"::text[])")
+	}
+	if f.TemplatePrefix != "" {
+		conds = append(conds, "starts_with(template, "+p.arg(f.TemplatePrefix)+")")
+	}
+	if f.TemplateRegex != "" {
+		conds = append(conds, "template ~ "+p.arg(f.TemplateRegex))
+	}
+	if len(f.TokenProblem) > 0 {
+		cond, err := tokenProblemCond(f.TokenProblem)
+		if err != nil {
+			return nil, err
+		}
+		conds = append(conds, cond)
+	}
+	if f.MultipleCredentials != nil {
+		conds = append(conds, "multiple_credentials = "+p.arg(*f.MultipleCredentials))
+	}
 	return conds, nil
+}
+
+// tokenProblemCond selects the calls whose JWT had any of problems
+// ("not_yet_valid", "expired") at capture time.
+func tokenProblemCond(problems List) (string, error) {
+	var alts []string
+	for _, pr := range problems {
+		var col string
+		switch strings.ToLower(pr) {
+		case "not_yet_valid":
+			col = "token_not_yet_valid"
+		case "expired":
+			col = "token_expired"
+		default:
+			return "", invalid("token problem %q is not one of not_yet_valid, expired", pr)
+		}
+		if !slices.Contains(alts, col) {
+			alts = append(alts, col)
+		}
+	}
+	if len(alts) == 1 {
+		return alts[0], nil
+	}
+	return "(" + strings.Join(alts, " OR ") + ")", nil
 }
 
 // statusClassCond selects the calls whose status is in one of classes

@@ -25,7 +25,14 @@ const callColumns = `id,
   response_body_size,
   parse_status,
   x_request_id,
-  traceparent`
+  traceparent,
+  identification,
+  host(origin) AS origin,
+  template,
+  token_not_yet_valid,
+  token_expired,
+  credentials_count,
+  multiple_credentials`
 
 // callSorts maps Query.Sort to an ORDER BY clause; id breaks ties so the
 // order is total.

@@ -10,7 +10,7 @@ import "strings"
 // then latest starting one. Columns: id, parent_id (NULL for the root),
 // depth, then the call (client/server, method, host, path, status,
 // start_ms/duration_ms as epoch milliseconds, sizes, parse_status,
-// traceparent), ordered by start.
+// traceparent, identification, template, token flags), ordered by start.
 func CallTree(q Query, tr TimeRange) (Statement, error) {
 	if err := tr.validate(); err != nil {
 		return Statement{}, err
@@ -72,7 +72,11 @@ SELECT s.id,
   c.request_body_size,
   c.response_body_size,
   c.parse_status,
-  c.traceparent
+  c.traceparent,
+  c.identification,
+  c.template,
+  c.token_not_yet_valid,
+  c.token_expired
 FROM spans s
 JOIN http_calls c ON c.id = s.id AND c.time >= ` + from + ` AND c.time < ` + to + `
 ORDER BY s.span_start, s.id

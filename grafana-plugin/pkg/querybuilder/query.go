@@ -114,6 +114,26 @@ type Filters struct {
 	// MinDurationMs and MaxDurationMs bound the call duration (inclusive).
 	MinDurationMs *float64 `json:"minDurationMs,omitempty"`
 	MaxDurationMs *float64 `json:"maxDurationMs,omitempty"`
+
+	// Derived call fields (migration 0007).
+
+	// Identification holds exact identifications (Basic-auth login or JWT
+	// sub).
+	Identification List `json:"identification,omitempty"`
+	// Origin holds addresses or CIDR prefixes of the original client
+	// (X-Forwarded-For, Forwarded, else the client IP).
+	Origin List `json:"origin,omitempty"`
+	// Template holds exact route templates; TemplatePrefix keeps templates
+	// starting with it; TemplateRegex is a PostgreSQL regular expression.
+	Template       List   `json:"template,omitempty"`
+	TemplatePrefix string `json:"templatePrefix,omitempty"`
+	TemplateRegex  string `json:"templateRegex,omitempty"`
+	// TokenProblem holds "not_yet_valid" and/or "expired": calls whose JWT
+	// had any of these problems at capture time.
+	TokenProblem List `json:"tokenProblem,omitempty"`
+	// MultipleCredentials keeps the calls with (true) or without (false)
+	// several credentials; calls without a request have neither.
+	MultipleCredentials *bool `json:"multipleCredentials,omitempty"`
 }
 
 // TimeRange is the half-open interval [From, To) of call start times.

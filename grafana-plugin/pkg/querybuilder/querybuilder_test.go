@@ -53,6 +53,7 @@ func golden(t *testing.T, name string, st Statement) {
 }
 
 func TestGolden(t *testing.T) {
+	yes, no := true, false
 	allFilters := Filters{
 		AgentID:       List{"6F1C1A8E-3B2D-4C5E-9F10-112233445566"},
 		ClientIP:      List{"10.0.0.0/8"},
@@ -69,6 +70,14 @@ func TestGolden(t *testing.T) {
 		StatusClass:   List{"5xx"},
 		MinDurationMs: ms(1.5),
 		MaxDurationMs: ms(2000),
+
+		Identification:      List{"alice"},
+		Origin:              List{"203.0.113.0/24"},
+		Template:            List{"/api/orders/{id}"},
+		TemplatePrefix:      "/api/",
+		TemplateRegex:       "^/api/orders/",
+		TokenProblem:        List{"expired"},
+		MultipleCredentials: &yes,
 	}
 	tests := []struct {
 		name  string
@@ -92,6 +101,24 @@ func TestGolden(t *testing.T) {
 				StatusClass: List{"4xx", "none", "5xx"},
 			}}, tr)
 		}},
+		{"calls_derived_fields", func() (Statement, error) {
+			return Calls(Query{Filters: Filters{
+				Identification:      List{"alice", "svc-billing"},
+				Origin:              List{"203.0.113.7", "2001:db8::/32"},
+				Template:            List{"/api/orders/{id}", "/api/users/{uuid}"},
+				TokenProblem:        List{"NOT_YET_VALID", "expired", "expired"},
+				MultipleCredentials: &no,
+			}}, tr)
+		}},
+		{"stats_grouped_template", func() (Statement, error) {
+			return Stats(Query{
+				Metrics: []string{"rate", "p95"},
+				GroupBy: []string{"template", "identification", "origin"},
+				Filters: Filters{TemplatePrefix: "/api/"},
+			}, tr, time.Minute, Postgres)
+		}},
+		{"values_templates", func() (Statement, error) { return Values(ValuesTemplates, tr) }},
+		{"values_identifications", func() (Statement, error) { return Values(ValuesIdentifications, tr) }},
 		{"tail_cursor", func() (Statement, error) { return TailCursor(tr.From), nil }},
 		{"tail", func() (Statement, error) {
 			return Tail(Query{Format: "logs", Sort: "duration_desc", Limit: 5, Filters: Filters{
@@ -151,6 +178,12 @@ func TestInvalid(t *testing.T) {
 			return Calls(Query{Filters: Filters{AgentID: List{agentOK, "x' OR 1=1"}}}, tr)
 		}, "not a UUID"},
 		{"bad ip", func() (Statement, error) { return Calls(Query{Filters: Filters{ServerIP: List{"1.2.3.4'; --"}}}, tr) }, "not an IP address"},
+		{"bad origin", func() (Statement, error) {
+			return Calls(Query{Filters: Filters{Origin: List{"10.0.0.1", "x' OR 1=1 --"}}}, tr)
+		}, "origin"},
+		{"bad token problem", func() (Statement, error) {
+			return Calls(Query{Filters: Filters{TokenProblem: List{"expired", "revoked"}}}, tr)
+		}, "token problem"},
 		{"bad port", func() (Statement, error) { return Calls(Query{Filters: Filters{ServerPort: 70000}}, tr) }, "not a port"},
 		{"bad status", func() (Statement, error) { return Calls(Query{Filters: Filters{Status: IntList{200, 42}}}, tr) }, "not an HTTP status"},
 		{"bad status class", func() (Statement, error) { return Calls(Query{Filters: Filters{StatusClass: List{"5xx", "6xx"}}}, tr) }, "status class"},
@@ -190,7 +223,8 @@ func TestInvalid(t *testing.T) {
 // parameters and never as SQL text.
 func TestValuesOnlyInArgs(t *testing.T) {
 	evil := `x'; DROP TABLE http_calls; --`
-	st, err := Calls(Query{Filters: Filters{ServerName: List{evil}, Method: List{evil}, PathPrefix: evil, PathRegex: evil, Search: evil}}, tr)
+	st, err := Calls(Query{Filters: Filters{ServerName: List{evil}, Method: List{evil}, PathPrefix: evil, PathRegex: evil, Search: evil,
+		Identification: List{evil}, Template: List{evil}, TemplatePrefix: evil, TemplateRegex: evil}}, tr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,8 +244,8 @@ func TestValuesOnlyInArgs(t *testing.T) {
 			}
 		}
 	}
-	if n != 5 {
-		t.Fatalf("%d args carry the value, want 5: %v", n, st.Args)
+	if n != 9 {
+		t.Fatalf("%d args carry the value, want 9: %v", n, st.Args)
 	}
 }
 
@@ -242,7 +276,10 @@ func TestParseMultiValue(t *testing.T) {
 			Filters{AgentID: List{"a", "b"}, Method: List{"GET", "POST"}, Status: IntList{404, 503}, StatusClass: List{"4xx", "none"}, Server: List{"10.0.0.2:80"}}},
 		{`{"serverIp":"10.0.0.1, 10.0.0.0/8,","method":["GET,POST"],"status":"404,503"}`,
 			Filters{ServerIP: List{"10.0.0.1", "10.0.0.0/8"}, Method: List{"GET", "POST"}, Status: IntList{404, 503}}},
-		{`{"agentId":"","method":[],"status":0,"serverIp":null,"serverName":[""," "]}`, Filters{}},
+		{`{"identification":["alice","bob"],"origin":"203.0.113.7","template":"/a/{id}","templateRegex":"^/a","tokenProblem":["expired"],"multipleCredentials":false}`,
+			Filters{Identification: List{"alice", "bob"}, Origin: List{"203.0.113.7"}, Template: List{"/a/{id}"}, TemplateRegex: "^/a",
+				TokenProblem: List{"expired"}, MultipleCredentials: new(bool)}},
+		{`{"agentId":"","method":[],"status":0,"serverIp":null,"serverName":[""," "],"identification":"","template":[]}`, Filters{}},
 	}
 	for _, tt := range tests {
 		q, err := Parse([]byte(tt.raw))

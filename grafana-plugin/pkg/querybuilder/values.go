@@ -6,6 +6,10 @@ const (
 	ValuesServers = "servers"
 	ValuesMethods = "methods"
 	ValuesStatus  = "statuses"
+	// ValuesTemplates lists route templates, ValuesIdentifications the
+	// identifications (Basic-auth logins, JWT subjects).
+	ValuesTemplates       = "templates"
+	ValuesIdentifications = "identifications"
 )
 
 // MaxValues bounds every list of values.
@@ -45,8 +49,20 @@ FROM http_calls
 WHERE time >= ` + from + ` AND time < ` + to + ` AND status IS NOT NULL
 GROUP BY status
 ORDER BY status`
+	case ValuesTemplates:
+		sql = `SELECT template AS value, template AS text
+FROM http_calls
+WHERE time >= ` + from + ` AND time < ` + to + ` AND template IS NOT NULL AND template <> ''
+GROUP BY template
+ORDER BY count(*) DESC, value`
+	case ValuesIdentifications:
+		sql = `SELECT identification AS value, identification AS text
+FROM http_calls
+WHERE time >= ` + from + ` AND time < ` + to + ` AND identification IS NOT NULL AND identification <> ''
+GROUP BY identification
+ORDER BY count(*) DESC, value`
 	default:
-		return Statement{}, invalid("values of %q: want one of agents, servers, methods, statuses", kind)
+		return Statement{}, invalid("values of %q: want one of agents, servers, methods, statuses, templates, identifications", kind)
 	}
 	sql += "\nLIMIT " + p.arg(int64(MaxValues))
 	return Statement{SQL: sql, Args: p.args, Limit: MaxValues}, nil

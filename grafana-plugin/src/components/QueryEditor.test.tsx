@@ -9,10 +9,17 @@ const getValues = jest.fn();
 
 function setup(query: Partial<OrbweaverQuery> = {}, executedSQL?: string) {
   getValues.mockReset();
-  getValues.mockResolvedValue([
-    { value: '10.0.0.2:8080', text: '10.0.0.2:8080' },
-    { value: '10.0.0.3:9090', text: '10.0.0.3:9090' },
-  ]);
+  getValues.mockImplementation(async (kind: string) =>
+    kind === 'templates'
+      ? [
+          { value: '/api/orders', text: '/api/orders' },
+          { value: '/api/orders/{id}', text: '/api/orders/{id}' },
+        ]
+      : [
+          { value: '10.0.0.2:8080', text: '10.0.0.2:8080' },
+          { value: '10.0.0.3:9090', text: '10.0.0.3:9090' },
+        ]
+  );
   const range = { from: { valueOf: () => 1000 }, to: { valueOf: () => 2000 } } as any;
   const onChange = jest.fn();
   const onRunQuery = jest.fn();
@@ -170,6 +177,107 @@ describe('QueryEditor', () => {
     const { onChange } = setup({ queryType: 'calls', status: [404] });
     choose(screen.getByLabelText('Status'), '$status');
     expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', status: [404, '$status'] });
+  });
+
+  it('shows the identification, origin, template, token and credentials filters', () => {
+    for (const queryType of ['calls', 'stats', 'serviceMap'] as const) {
+      const view = setup({ queryType });
+      for (const label of [
+        'Template',
+        'Template prefix',
+        'Template regex',
+        'Identification',
+        'Origin IP',
+        'Token problem',
+      ]) {
+        expect(screen.getByLabelText(label)).toBeInTheDocument();
+      }
+      expect(screen.getByRole('radio', { name: 'Any' })).toBeChecked();
+      view.unmount();
+    }
+    setup({ queryType: 'callTree' });
+    expect(screen.queryByLabelText('Template')).not.toBeInTheDocument();
+  });
+
+  it('loads template options from the backend for the time range', async () => {
+    const { onChange, onRunQuery } = setup({ queryType: 'calls' });
+    const template = screen.getByLabelText('Template');
+    await act(async () => {
+      fireEvent.focus(template);
+      fireEvent.change(template, { target: { value: '{id}' } });
+    });
+    await waitFor(() => expect(getValues).toHaveBeenCalledWith('templates', 1000, 2000));
+    await act(async () => {});
+    // The typed text comes first (custom values are allowed), then the match.
+    fireEvent.keyDown(template, { key: 'ArrowDown' });
+    fireEvent.keyDown(template, { key: 'ArrowDown' });
+    fireEvent.keyDown(template, { key: 'Enter' });
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', template: ['/api/orders/{id}'] });
+    expect(onRunQuery).toHaveBeenCalled();
+  });
+
+  it('accepts typed identifications and variables', () => {
+    const { onChange } = setup({ queryType: 'calls', identification: 'alice' });
+    choose(screen.getByLabelText('Identification'), '$user');
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', identification: ['alice', '$user'] });
+  });
+
+  it('edits the origin and template text filters', () => {
+    const { onChange, onRunQuery } = setup({ queryType: 'calls' });
+    fireEvent.change(screen.getByLabelText('Origin IP'), { target: { value: '203.0.113.0/24' } });
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', origin: '203.0.113.0/24' });
+    fireEvent.change(screen.getByLabelText('Template prefix'), { target: { value: '/api/' } });
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', templatePrefix: '/api/' });
+    const regex = screen.getByLabelText('Template regex');
+    fireEvent.change(regex, { target: { value: '[{]id[}]$' } });
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', templateRegex: '[{]id[}]$' });
+    fireEvent.blur(regex);
+    expect(onRunQuery).toHaveBeenCalledTimes(1);
+  });
+
+  it('shows origin lists as text', () => {
+    setup({ queryType: 'calls', origin: ['10.0.0.1', '10.1.0.0/16'] });
+    expect(screen.getByLabelText('Origin IP')).toHaveValue('10.0.0.1, 10.1.0.0/16');
+  });
+
+  it('picks token problems', () => {
+    const { onChange, onRunQuery } = setup({ queryType: 'calls', tokenProblem: ['expired'] });
+    choose(screen.getByLabelText('Token problem'), 'not_yet');
+    expect(onChange).toHaveBeenLastCalledWith({
+      refId: 'A',
+      queryType: 'calls',
+      tokenProblem: ['expired', 'not_yet_valid'],
+    });
+    expect(onRunQuery).toHaveBeenCalledTimes(1);
+  });
+
+  it('filters on multiple credentials', () => {
+    const { onChange } = setup({ queryType: 'calls' });
+    fireEvent.click(screen.getByRole('radio', { name: 'Multiple' }));
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', multipleCredentials: true });
+    fireEvent.click(screen.getByRole('radio', { name: 'Single' }));
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', multipleCredentials: false });
+  });
+
+  it('clears the multiple credentials filter with Any', () => {
+    const { onChange } = setup({ queryType: 'calls', multipleCredentials: false });
+    expect(screen.getByRole('radio', { name: 'Single' })).toBeChecked();
+    fireEvent.click(screen.getByRole('radio', { name: 'Any' }));
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', multipleCredentials: undefined });
+  });
+
+  it('groups stats by template, identification and origin', () => {
+    const { onChange } = setup({ queryType: 'stats', groupBy: ['server'] });
+    choose(screen.getByLabelText('Group by'), 'templ');
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'stats', groupBy: ['server', 'template'] });
+    choose(screen.getByLabelText('Group by'), 'identif');
+    expect(onChange).toHaveBeenLastCalledWith({
+      refId: 'A',
+      queryType: 'stats',
+      groupBy: ['server', 'identification'],
+    });
+    choose(screen.getByLabelText('Group by'), 'origin');
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'stats', groupBy: ['server', 'origin'] });
   });
 
   it('turns the live tail on for calls', () => {

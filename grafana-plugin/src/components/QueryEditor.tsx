@@ -27,6 +27,7 @@ import {
   QueryType,
   SORTS,
   STATUS_CLASSES,
+  TOKEN_PROBLEMS,
 } from '../types';
 
 type Props = QueryEditorProps<DataSource, OrbweaverQuery, OrbweaverOptions>;
@@ -34,9 +35,27 @@ type Props = QueryEditorProps<DataSource, OrbweaverQuery, OrbweaverOptions>;
 const options = (values: readonly string[]): Array<ComboboxOption<string>> =>
   values.map((v) => ({ label: v, value: v }));
 
-type TextKey = 'clientIp' | 'serverIp' | 'serverName' | 'pathPrefix' | 'pathRegex' | 'search' | 'callId' | 'traceId';
+type TextKey =
+  | 'clientIp'
+  | 'serverIp'
+  | 'serverName'
+  | 'pathPrefix'
+  | 'pathRegex'
+  | 'search'
+  | 'origin'
+  | 'templatePrefix'
+  | 'templateRegex'
+  | 'callId'
+  | 'traceId';
 /** Filters picked from the values the backend lists (CallResource values/<kind>). */
-type PickKey = 'agentId' | 'server' | 'method' | 'status';
+type PickKey = 'agentId' | 'server' | 'method' | 'status' | 'identification' | 'template';
+
+/** The multiple credentials filter: any, yes (true) or no (false). */
+const CREDENTIALS_OPTIONS = [
+  { label: 'Any', value: 'any' },
+  { label: 'Multiple', value: 'yes' },
+  { label: 'Single', value: 'no' },
+];
 
 /** The values of a multi-value field, as drop-down values. */
 const asList = (v: unknown): string[] =>
@@ -154,6 +173,33 @@ export function QueryEditor({ query, onChange, onRunQuery, data, datasource, ran
         </InlineField>
         {num('minDurationMs', 'Min ms', 'none')}
         {num('maxDurationMs', 'Max ms', 'none')}
+      </InlineFieldRow>
+      <InlineFieldRow>
+        {pick('template', 'Template', 'templates', 'any route template')}
+        {text('templatePrefix', 'Template prefix', '/api/')}
+        {text('templateRegex', 'Template regex', '[{]id[}]$')}
+      </InlineFieldRow>
+      <InlineFieldRow>
+        {pick('identification', 'Identification', 'identifications', 'anyone', 24)}
+        {text('origin', 'Origin IP', 'ip or CIDR, …')}
+        <InlineField label="Token problem" labelWidth={LABEL} tooltip="JWT not yet valid or expired at capture time">
+          <MultiCombobox
+            id="query-editor-tokenProblem"
+            width={26}
+            placeholder="any"
+            isClearable
+            options={options(TOKEN_PROBLEMS)}
+            value={asList(query.tokenProblem)}
+            onChange={(opts) => update({ tokenProblem: opts.length ? opts.map((o) => o.value) : undefined }, true)}
+          />
+        </InlineField>
+        <InlineField label="Credentials" labelWidth={LABEL}>
+          <RadioButtonGroup
+            options={CREDENTIALS_OPTIONS}
+            value={query.multipleCredentials === undefined ? 'any' : query.multipleCredentials ? 'yes' : 'no'}
+            onChange={(v) => update({ multipleCredentials: v === 'any' ? undefined : v === 'yes' }, true)}
+          />
+        </InlineField>
       </InlineFieldRow>
     </>
   );

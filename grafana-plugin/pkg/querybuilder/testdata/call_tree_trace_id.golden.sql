@@ -34,7 +34,11 @@ SELECT s.id,
   c.request_body_size,
   c.response_body_size,
   c.parse_status,
-  c.traceparent
+  c.traceparent,
+  c.identification,
+  c.template,
+  c.token_not_yet_valid,
+  c.token_expired
 FROM spans s
 JOIN http_calls c ON c.id = s.id AND c.time >= $1 AND c.time < $2
 ORDER BY s.span_start, s.id

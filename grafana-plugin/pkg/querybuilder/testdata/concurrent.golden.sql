@@ -22,7 +22,14 @@ SELECT id,
   response_body_size,
   parse_status,
   x_request_id,
-  traceparent
+  traceparent,
+  identification,
+  host(origin) AS origin,
+  template,
+  token_not_yet_valid,
+  token_expired,
+  credentials_count,
+  multiple_credentials
 FROM http_calls
 JOIN target ON server_ip = target_ip AND server_port = target_port
 WHERE time >= $1

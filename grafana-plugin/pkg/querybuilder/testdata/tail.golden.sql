@@ -15,7 +15,14 @@ SELECT id,
   response_body_size,
   parse_status,
   x_request_id,
-  traceparent
+  traceparent,
+  identification,
+  host(origin) AS origin,
+  template,
+  token_not_yet_valid,
+  token_expired,
+  credentials_count,
+  multiple_credentials
 FROM http_calls
 WHERE time >= $1
   AND id > $2
