@@ -56,3 +56,10 @@ demo: build
 
 clean:
 	rm -rf bin
+
+## bench: performance benchmark against the budget of issue 6 (table + bench-results/latest.json);
+## smoke size by default, BENCHFLAGS="-size full" for the budget's sizes.
+## Phony: the bench/ directory would otherwise make the target "up to date".
+.PHONY: bench
+bench:
+	go run ./bench $(BENCHFLAGS)
