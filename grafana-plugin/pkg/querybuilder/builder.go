@@ -148,15 +148,21 @@ func (p *params) filters(f Filters) ([]string, error) {
 	}
 	if len(f.Server) > 0 {
 		servers := make([]string, len(f.Server))
+		ips := make([]string, len(f.Server))
+		ports := make([]int32, len(f.Server))
 		for i, v := range f.Server {
-			s, err := parseServer(v)
+			s, ip, port, err := parseServer(v)
 			if err != nil {
 				return nil, err
 			}
-			servers[i] = s
+			servers[i], ips[i], ports[i] = s, ip, port
 		}
+		// The IP and port conditions use http_calls_server_time_idx; the
+		// exact pairs are then checked on what they select.
 		expr, _ := dimensionExpr("server")
-		conds = append(conds, "("+expr+") = ANY("+p.arg(servers)+"::text[])")
+		conds = append(conds, "server_ip = ANY("+p.arg(ips)+"::inet[])",
+			"server_port = ANY("+p.arg(ports)+"::int[])",
+			"("+expr+") = ANY("+p.arg(servers)+"::text[])")
 	}
 	if len(f.ServerName) > 0 {
 		conds = append(conds, "host = ANY("+p.arg([]string(f.ServerName))+"::text[])")
@@ -278,19 +284,20 @@ func (p *params) statusClassCond(classes List) (string, error) {
 }
 
 // parseServer checks an "ip:port" server ("[ip]:port" too for IPv6) and
-// returns it as the server dimension writes it: host(server_ip) || ':' ||
-// server_port.
-func parseServer(s string) (string, error) {
+// returns it as the server dimension writes it (host(server_ip) || ':' ||
+// server_port), with its IP and port.
+func parseServer(s string) (text, ip string, port int32, err error) {
 	i := strings.LastIndexByte(s, ':')
 	if i < 0 {
-		return "", invalid("server %q is not ip:port", s)
+		return "", "", 0, invalid("server %q is not ip:port", s)
 	}
-	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s[:i], "["), "]"))
-	port, perr := strconv.ParseUint(s[i+1:], 10, 16)
-	if err != nil || perr != nil {
-		return "", invalid("server %q is not ip:port", s)
+	a, aerr := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s[:i], "["), "]"))
+	p, perr := strconv.ParseUint(s[i+1:], 10, 16)
+	if aerr != nil || perr != nil {
+		return "", "", 0, invalid("server %q is not ip:port", s)
 	}
-	return a.Unmap().String() + ":" + strconv.FormatUint(port, 10), nil
+	ip = a.Unmap().String()
+	return ip + ":" + strconv.FormatUint(p, 10), ip, int32(p), nil
 }
 
 // parsePrefix accepts "10.0.0.1", "10.0.0.0/8" or "::1" and returns the

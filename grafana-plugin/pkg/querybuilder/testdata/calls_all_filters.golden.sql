@@ -32,24 +32,26 @@ WHERE time >= $1
   AND origin <<= ANY($6::text[]::inet[])
   AND client_port = $7
   AND server_port = $8
-  AND (host(server_ip) || ':' || server_port) = ANY($9::text[])
-  AND host = ANY($10::text[])
-  AND method = ANY($11::text[])
-  AND starts_with(path, $12)
-  AND path ~ $13
-  AND strpos(lower(path), lower($14)) > 0
-  AND status = ANY($15::int2[])
-  AND status / 100 = ANY($16::int2[])
-  AND duration_us >= $17
-  AND duration_us <= $18
-  AND identification = ANY($19::text[])
-  AND template = ANY($20::text[])
-  AND starts_with(template, $21)
-  AND template ~ $22
+  AND server_ip = ANY($9::inet[])
+  AND server_port = ANY($10::int[])
+  AND (host(server_ip) || ':' || server_port) = ANY($11::text[])
+  AND host = ANY($12::text[])
+  AND method = ANY($13::text[])
+  AND starts_with(path, $14)
+  AND path ~ $15
+  AND strpos(lower(path), lower($16)) > 0
+  AND status = ANY($17::int2[])
+  AND status / 100 = ANY($18::int2[])
+  AND duration_us >= $19
+  AND duration_us <= $20
+  AND identification = ANY($21::text[])
+  AND template = ANY($22::text[])
+  AND starts_with(template, $23)
+  AND template ~ $24
   AND token_expired
-  AND multiple_credentials = $23
+  AND multiple_credentials = $25
 ORDER BY duration_us DESC NULLS LAST, id DESC
-LIMIT $24;
+LIMIT $26;
 -- $1 (time.Time) = 2026-11-20T10:00:00Z
 -- $2 (time.Time) = 2026-11-20T11:00:00Z
 -- $3 ([]string) = [6f1c1a8e-3b2d-4c5e-9f10-112233445566]
@@ -58,20 +60,22 @@ LIMIT $24;
 -- $6 ([]string) = [203.0.113.0/24]
 -- $7 (int32) = 40000
 -- $8 (int32) = 8080
--- $9 ([]string) = [192.168.1.10:8080]
--- $10 ([]string) = [orders.internal]
--- $11 ([]string) = [POST]
--- $12 (string) = /api/
--- $13 (string) = ^/api/v[0-9]+/orders
--- $14 (string) = Order
--- $15 ([]int16) = [503]
--- $16 ([]int16) = [5]
--- $17 (int64) = 1500
--- $18 (int64) = 2000000
--- $19 ([]string) = [alice]
--- $20 ([]string) = [/api/orders/{id}]
--- $21 (string) = /api/
--- $22 (string) = ^/api/orders/
--- $23 (bool) = true
--- $24 (int64) = 50
+-- $9 ([]string) = [192.168.1.10]
+-- $10 ([]int32) = [8080]
+-- $11 ([]string) = [192.168.1.10:8080]
+-- $12 ([]string) = [orders.internal]
+-- $13 ([]string) = [POST]
+-- $14 (string) = /api/
+-- $15 (string) = ^/api/v[0-9]+/orders
+-- $16 (string) = Order
+-- $17 ([]int16) = [503]
+-- $18 ([]int16) = [5]
+-- $19 (int64) = 1500
+-- $20 (int64) = 2000000
+-- $21 ([]string) = [alice]
+-- $22 ([]string) = [/api/orders/{id}]
+-- $23 (string) = /api/
+-- $24 (string) = ^/api/orders/
+-- $25 (bool) = true
+-- $26 (int64) = 50
 -- limit 50, capped false

@@ -28,21 +28,25 @@ WHERE time >= $1
   AND time < $2
   AND agent_id = ANY($3::text[]::uuid[])
   AND server_ip <<= ANY($4::text[]::inet[])
-  AND (host(server_ip) || ':' || server_port) = ANY($5::text[])
-  AND host = ANY($6::text[])
-  AND method = ANY($7::text[])
-  AND status = ANY($8::int2[])
-  AND (status IS NULL OR status / 100 = ANY($9::int2[]))
+  AND server_ip = ANY($5::inet[])
+  AND server_port = ANY($6::int[])
+  AND (host(server_ip) || ':' || server_port) = ANY($7::text[])
+  AND host = ANY($8::text[])
+  AND method = ANY($9::text[])
+  AND status = ANY($10::int2[])
+  AND (status IS NULL OR status / 100 = ANY($11::int2[]))
 ORDER BY time DESC, id DESC
-LIMIT $10;
+LIMIT $12;
 -- $1 (time.Time) = 2026-11-20T10:00:00Z
 -- $2 (time.Time) = 2026-11-20T11:00:00Z
 -- $3 ([]string) = [6f1c1a8e-3b2d-4c5e-9f10-112233445566 11111111-1111-4111-8111-111111111111]
 -- $4 ([]string) = [10.0.0.2 10.1.0.0/16]
--- $5 ([]string) = [10.0.0.2:8080 10.0.0.3:9090]
--- $6 ([]string) = [orders pricing]
--- $7 ([]string) = [GET POST]
--- $8 ([]int16) = [404 503]
--- $9 ([]int16) = [4 5]
--- $10 (int64) = 1000
+-- $5 ([]string) = [10.0.0.2 10.0.0.3]
+-- $6 ([]int32) = [8080 9090]
+-- $7 ([]string) = [10.0.0.2:8080 10.0.0.3:9090]
+-- $8 ([]string) = [orders pricing]
+-- $9 ([]string) = [GET POST]
+-- $10 ([]int16) = [404 503]
+-- $11 ([]int16) = [4 5]
+-- $12 (int64) = 1000
 -- limit 1000, capped false
