@@ -163,7 +163,10 @@ func TestInvalidUpdatesReturnEveryErrorAndApplyNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "first config acknowledged", func() bool { return getConfig(t, rc, "bad").AckedVersion == "1" })
+	waitFor(t, 20*time.Second, "first config acknowledged", func() bool {
+		out, err := rc.call(context.Background(), "orbweaver.v1.ControlService/GetConfig", `{"agent":"bad"}`)
+		return err == nil && strings.Contains(out, `"ackedVersion":"1"`)
+	})
 	before := getConfig(t, rc, "bad")
 	_, err = rc.call(context.Background(), "orbweaver.v1.ControlService/UpdateConfig", `{"agent":"bad",
 		"config":{"capture":{"bpf_filter":"port eighty","interface":"eth99","snaplen":1,"mode":"tape"},
@@ -390,16 +393,24 @@ func TestQueueOverflowDropsAreExact(t *testing.T) {
 	for range 100 {
 		get(t, url)
 	}
+	// Every request is decoded unless the kernel dropped its packets (a
+	// loaded CI machine may): then the loss is counted as kernel drops,
+	// and the queue accounting below is still exact for what was decoded.
 	deadline := time.Now().Add(20 * time.Second)
 	for r.a.Stats().Pipeline.Calls < 100 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if all := r.a.Stats(); all.Pipeline.Calls != 100 {
-		t.Fatalf("decoded %d calls of 100 requests; agent stats %+v", all.Pipeline.Calls, all)
+	all := r.a.Stats()
+	decoded := all.Pipeline.Calls
+	if decoded < 100 && all.KernelDrops == 0 {
+		t.Fatalf("decoded %d calls of 100 requests without any kernel drop; agent stats %+v", decoded, all)
 	}
-	st := r.a.Stats().Uplink
-	if st.QueueDrops != 60 || st.QueueDropsByReason["queue_full_calls"] != 60 || st.QueueDepth != 40 {
-		t.Fatalf("while the controller is down: %+v; want 60 drops (queue_full_calls) and 40 queued", st)
+	if decoded <= 40 {
+		t.Fatalf("decoded only %d calls (kernel drops %d): too few to fill the queue", decoded, all.KernelDrops)
+	}
+	st := all.Uplink
+	if st.QueueDrops != decoded-40 || st.QueueDropsByReason["queue_full_calls"] != decoded-40 || st.QueueDepth != 40 {
+		t.Fatalf("while the controller is down: %+v; want %d drops (queue_full_calls) and 40 queued", st, decoded-40)
 	}
 	startControllerProcess(t, bin, addr, dbURL, tokensFile)
 	e := &env{t: t, db: mustPool(t, dbURL)}
@@ -412,7 +423,7 @@ func TestQueueOverflowDropsAreExact(t *testing.T) {
 	waitFor(t, 20*time.Second, "heartbeat with the drops", func() bool {
 		var drops int64
 		err := e.db.QueryRow(context.Background(), "SELECT coalesce(max(queue_drops), 0) FROM agent_heartbeats").Scan(&drops)
-		return err == nil && drops == 60
+		return err == nil && drops == int64(decoded-40)
 	})
 }
 
