@@ -511,7 +511,7 @@ func (a *Agent) retire(s *captureSession) {
 		a.kdrops.Add(h.Stats().KernelDrops)
 	}
 	a.session = nil
-	a.heartbeatNowLocked()
+	a.heartbeatNow()
 }
 
 func (a *Agent) finishFile(err error) {
@@ -604,8 +604,6 @@ func (a *Agent) heartbeatNow() {
 	default:
 	}
 }
-
-func (a *Agent) heartbeatNowLocked() { a.heartbeatNow() }
 
 // heartbeats sends status at the configured interval and on every capture
 // state change.

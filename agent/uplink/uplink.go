@@ -121,6 +121,7 @@ type Uplink struct {
 	mu          sync.Mutex
 	limits      Limits
 	queue       []*orbweaverv1.HttpCall
+	queueSizes  []int64 // encoded size of each queued call, parallel to queue
 	queueBytes  int64
 	queueSince  time.Time // enqueue time of queue[0]
 	drops       map[string]uint64
@@ -239,6 +240,7 @@ func (u *Uplink) push(c *orbweaverv1.HttpCall, size int64) {
 		u.queueSince = time.Now()
 	}
 	u.queue = append(u.queue, c)
+	u.queueSizes = append(u.queueSizes, size)
 	u.queueBytes += size
 	if len(u.queue) == u.limits.BatchMaxCalls || len(u.queue) == 1 {
 		u.poke()
@@ -494,13 +496,15 @@ func (u *Uplink) cut() *batch {
 	n := min(len(u.queue), u.limits.BatchMaxCalls)
 	calls := make([]*orbweaverv1.HttpCall, n)
 	copy(calls, u.queue[:n])
-	for _, c := range calls {
-		u.queueBytes -= int64(proto.Size(c))
+	for _, size := range u.queueSizes[:n] {
+		u.queueBytes -= size
 	}
+	u.queueSizes = u.queueSizes[n:]
 	clear(u.queue[:n])
 	u.queue = u.queue[n:]
 	if len(u.queue) == 0 {
 		u.queue = nil
+		u.queueSizes = nil
 		u.queueBytes = 0
 		u.flushNow = false
 	} else {
