@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/orbweaver/orbweaver/internal/pcapfile"
 
 	"github.com/orbweaver/orbweaver/agent/pipeline"
 	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
@@ -150,15 +151,11 @@ func measure(r *decodeRun, label string, f func() error) error {
 func decodeOurs(path string, seed maphash.Seed, collect func(string)) (decodeRun, error) {
 	var r decodeRun
 	err := measure(&r, "ours", func() error {
-		f, err := os.Open(path)
+		pr, err := pcapfile.Open(path)
 		if err != nil {
-			return fmt.Errorf("open capture: %w", err)
+			return err
 		}
-		defer f.Close()
-		pr, err := pcapgo.NewReader(bufio.NewReaderSize(f, 1<<20))
-		if err != nil {
-			return fmt.Errorf("read capture: %w", err)
-		}
+		defer pr.Close()
 		h := newCallHasher(seed)
 		batch := make([]*orbweaverv1.HttpCall, 0, 1000)
 		p := pipeline.New(pipeline.DefaultConfig(), func(c *model.HTTPCall) {
@@ -177,19 +174,19 @@ func decodeOurs(path string, seed maphash.Seed, collect func(string)) (decodeRun
 		lt := pr.LinkType()
 		var last time.Time
 		for {
-			data, ci, err := pr.ZeroCopyReadPacketData()
+			data, ts, err := pr.Next()
 			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {
 				return fmt.Errorf("read capture: %w", err)
 			}
-			p.Packet(lt, data, ci.Timestamp)
+			p.Packet(lt, data, ts)
 			r.packets++
 			r.bytes += int64(len(data))
-			if ci.Timestamp.Sub(last) > time.Second {
-				p.Tick(ci.Timestamp)
-				last = ci.Timestamp
+			if ts.Sub(last) > time.Second {
+				p.Tick(ts)
+				last = ts
 			}
 		}
 		p.Close()
