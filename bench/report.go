@@ -48,7 +48,7 @@ func sizesFor(name string) (sizes, bool) {
 		return sizes{
 			// ≈1.05M packets, ≈900 MB (see agent/pipeline BenchmarkPipelineFile1M).
 			DecodeConns: 1000, DecodeExchanges: 65, Impairment: 0.002,
-			LiveRates: []int{2000, 5000, 10000, 20000}, LiveStep: 4 * time.Second,
+			LiveRates: []int{2000, 5000, 10000, 20000, 25000, 30000}, LiveStep: 4 * time.Second,
 			IngestAgents: 4, IngestBatches: 100,
 			E2ERequests: 500, E2ERate: 100,
 			QueryRows: 10_000_000, QueryReps: 20,

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything Orbweaver needs on a Debian/Ubuntu machine: system
 # packages (PostgreSQL server binaries, libpcap headers, tshark for the
-# conformance tests), Go modules, and the pinned tools (buf, protoc plugins,
-# grpcurl) into .bin/. Safe to run again: it only installs what is missing.
+# conformance tests, wrk for the live-capture benchmark), Go modules, and the
+# pinned tools (buf, protoc plugins, grpcurl) into .bin/. Safe to run again:
+# it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql libpcap-dev tshark tcpdump ca-certificates make gcc)
+APT_PACKAGES=(postgresql libpcap-dev tshark tcpdump wrk ca-certificates make gcc)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,5 +1,13 @@
 // Package capture reads packets from libpcap: a live interface (with a BPF
-// filter, immediate mode and a read timeout) or a pcap/pcapng file.
+// filter and a read timeout) or a pcap/pcapng file.
+//
+// On Linux a live capture uses libpcap's TPACKET_V3 ring: packets are packed
+// into blocks of the kernel buffer, and a block reaches the reader when it is
+// full or, at the latest, about ReadTimeout after it began to fill.
+// (Immediate mode would select TPACKET_V2 instead, whose fixed-size slots are
+// sized for the largest packet of the link: on "lo", with a 64 KiB MTU, a
+// 32 MiB buffer then holds about 500 packets, a few milliseconds at high
+// rates.)
 //
 // A Handle delivers packets to a callback through Run, reusing libpcap's
 // buffer, and calls an idle callback while a live interface is quiet so the
@@ -25,8 +33,9 @@ const (
 	// DefaultSnaplen captures whole packets on every common link.
 	DefaultSnaplen = 262144
 	// DefaultReadTimeout bounds how long Run waits for a packet before
-	// calling onIdle and checking its context.
-	DefaultReadTimeout = 100 * time.Millisecond
+	// calling onIdle and checking its context, and how long a captured
+	// packet may wait in a partly filled kernel buffer block.
+	DefaultReadTimeout = 50 * time.Millisecond
 )
 
 // LiveConfig describes a live capture. The zero value of each field but
@@ -41,19 +50,23 @@ type LiveConfig struct {
 	Snaplen int
 	// Promiscuous puts the interface in promiscuous mode.
 	Promiscuous bool
-	// BufferSizeMiB is the kernel ring buffer size; 0 keeps libpcap's default.
+	// BufferSizeMiB is the kernel ring buffer size; 0 keeps libpcap's
+	// default (2 MiB).
 	BufferSizeMiB int
 	// ReadTimeout is the longest a read waits before Run calls onIdle and
-	// checks its context; 0 means DefaultReadTimeout.
+	// checks its context. It is also the kernel's block timeout: a packet
+	// reaches Run at most about ReadTimeout after it was captured, sooner
+	// when traffic fills blocks faster. 0 means DefaultReadTimeout.
 	ReadTimeout time.Duration
 }
 
 // Stats are the capture counters of a Handle.
 type Stats struct {
 	// Received is the number of packets libpcap reports as received
-	// (ps_recv: packets that passed the filter). On Linux "lo" the kernel
-	// counts each packet twice (outgoing and incoming) while Run delivers
-	// it once.
+	// (ps_recv: packets that passed the kernel filter, including those
+	// dropped and those not read yet). On Linux "lo" the kernel counts
+	// each packet twice (outgoing and incoming) while Run delivers it
+	// once; both copies take room in the kernel buffer.
 	Received uint64
 	// KernelDrops is the number of packets dropped before reaching the
 	// application: ps_drop (buffer full) plus ps_ifdrop (interface drops).
@@ -73,9 +86,8 @@ type Handle struct {
 	last   Stats // final counters, kept by Close
 }
 
-// OpenLive opens a live capture on cfg.Interface with immediate mode on, so
-// packets reach Run as soon as they arrive, and compiles and sets cfg.Filter.
-// Errors name the field at fault, for example `bpf filter: ...` or
+// OpenLive opens a live capture on cfg.Interface and compiles and sets
+// cfg.Filter. Errors name the field at fault, for example `bpf filter: ...` or
 // `interface "eth9": ...`.
 func OpenLive(cfg LiveConfig) (*Handle, error) {
 	if cfg.Interface == "" {
@@ -115,7 +127,9 @@ func OpenLive(cfg LiveConfig) (*Handle, error) {
 	if err := inactive.SetTimeout(cfg.ReadTimeout); err != nil {
 		return nil, fmt.Errorf("read timeout: %w", err)
 	}
-	if err := inactive.SetImmediateMode(true); err != nil {
+	// Not immediate mode: on Linux that would mean TPACKET_V2 and its
+	// fixed-size slots (see the package comment).
+	if err := inactive.SetImmediateMode(false); err != nil {
 		return nil, ifaceErr("immediate mode", err)
 	}
 	if cfg.BufferSizeMiB > 0 {

@@ -513,3 +513,251 @@ func BenchmarkRunFile(b *testing.B) {
 		}
 	}
 }
+
+// pingPongServer answers every reqSize bytes read with respSize bytes, on
+// 127.0.0.1, until the client closes.
+func pingPongServer(t *testing.T, reqSize, respSize int) (port int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				req, resp := make([]byte, reqSize), bytes.Repeat([]byte("r"), respSize)
+				for {
+					if _, err := io.ReadFull(c, req); err != nil {
+						return
+					}
+					if _, err := c.Write(resp); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestLiveExchanges captures n request/response exchanges on one loopback
+// connection: each side's payload arrives as exactly n segments, and the
+// kernel drops none.
+func TestLiveExchanges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("live capture needs root (or CAP_NET_RAW)")
+	}
+	const (
+		n        = 5000
+		reqSize  = 120
+		respSize = 300
+	)
+	port := pingPongServer(t, reqSize, respSize)
+	h, err := OpenLive(LiveConfig{Interface: "lo", Filter: fmt.Sprintf("tcp port %d", port), BufferSizeMiB: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+
+	var (
+		mu               sync.Mutex
+		packets          int
+		toServer, toCli  int // segments with payload
+		badSize          []int
+		lastPacket       time.Time
+		idleAfterTraffic int
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- h.Run(ctx, func(data []byte, _ time.Time) {
+			pkt := gopacket.NewPacket(data, h.LinkType(), gopacket.NoCopy)
+			tcp, ok := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
+			mu.Lock()
+			defer mu.Unlock()
+			packets++
+			lastPacket = time.Now()
+			idleAfterTraffic = 0
+			if !ok || len(tcp.Payload) == 0 {
+				return
+			}
+			switch {
+			case int(tcp.DstPort) == port && len(tcp.Payload) == reqSize:
+				toServer++
+			case int(tcp.SrcPort) == port && len(tcp.Payload) == respSize:
+				toCli++
+			default:
+				badSize = append(badSize, len(tcp.Payload))
+			}
+		}, func(time.Time) {
+			mu.Lock()
+			if packets > 0 {
+				idleAfterTraffic++
+			}
+			mu.Unlock()
+		})
+	}()
+
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, resp := bytes.Repeat([]byte("q"), reqSize), make([]byte, respSize)
+	for i := range n {
+		if _, err := c.Write(req); err != nil {
+			t.Fatalf("exchange %d: %v", i, err)
+		}
+		if _, err := io.ReadFull(c, resp); err != nil {
+			t.Fatalf("exchange %d: %v", i, err)
+		}
+	}
+	c.Close()
+
+	// Wait until the connection's last packets have been read: two idle
+	// calls in a row after traffic (10 s at most).
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		quiet := idleAfterTraffic >= 2
+		mu.Unlock()
+		if quiet {
+			break
+		}
+	}
+	cancel()
+	if err := <-runErr; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	s := h.Stats()
+	mu.Lock()
+	defer mu.Unlock()
+	if toServer != n || toCli != n {
+		t.Errorf("captured %d request and %d response segments, want %d each", toServer, toCli, n)
+	}
+	if len(badSize) > 0 {
+		t.Errorf("%d segments with an unexpected payload size, first %d bytes", len(badSize), badSize[0])
+	}
+	if s.KernelDrops != 0 {
+		t.Errorf("Stats().KernelDrops = %d, want 0", s.KernelDrops)
+	}
+	// On lo the kernel counts the outgoing and the incoming copy.
+	if s.Received < 2*uint64(packets) {
+		t.Errorf("Stats().Received = %d, want at least 2 × %d packets delivered", s.Received, packets)
+	}
+	t.Logf("%d packets delivered, last %v before cancel; stats %+v", packets, time.Since(lastPacket).Round(time.Millisecond), s)
+}
+
+// TestLiveIdle checks that, with no packet passing the filter, Run calls
+// onIdle about every ReadTimeout with the wall clock, and returns soon after
+// its context is cancelled.
+func TestLiveIdle(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("live capture needs root (or CAP_NET_RAW)")
+	}
+	const readTimeout = 50 * time.Millisecond
+	// Port 1 (tcpmux) is not used on loopback.
+	h, err := OpenLive(LiveConfig{Interface: "lo", Filter: "tcp port 1", ReadTimeout: readTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		calls []time.Time
+		skew  time.Duration
+	)
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- h.Run(ctx, func([]byte, time.Time) { t.Error("packet delivered on an idle filter") }, func(now time.Time) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls = append(calls, now)
+			skew = max(skew, time.Since(now).Abs())
+		})
+	}()
+	const watch = time.Second
+	time.Sleep(watch)
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-runErr:
+		if err != nil {
+			t.Errorf("Run after cancel = %v, want nil", err)
+		}
+		if d := time.Since(start); d > 4*readTimeout {
+			t.Errorf("Run returned %v after cancel, want within about %v", d, readTimeout)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// 20 calls expected; a loaded machine delays some.
+	if want := int(watch / readTimeout / 4); len(calls) < want {
+		t.Errorf("onIdle called %d times in %v, want at least %d (ReadTimeout %v)", len(calls), watch, want, readTimeout)
+	}
+	if skew > 50*time.Millisecond {
+		t.Errorf("onIdle's time is %v away from the wall clock", skew)
+	}
+	t.Logf("onIdle called %d times in %v", len(calls), watch)
+}
+
+// TestLiveLoneExchangeLatency checks that a single exchange on an otherwise
+// quiet filter is delivered about ReadTimeout after it happened: the kernel
+// hands over a partly filled buffer block when its timeout expires instead
+// of waiting for it to fill.
+func TestLiveLoneExchangeLatency(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("live capture needs root (or CAP_NET_RAW)")
+	}
+	const readTimeout = 50 * time.Millisecond
+	port := pingPongServer(t, 10, 10)
+	h, err := OpenLive(LiveConfig{Interface: "lo", Filter: fmt.Sprintf("tcp port %d", port), ReadTimeout: readTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := make(chan time.Time, 1)
+	go func() {
+		_ = h.Run(ctx, func([]byte, time.Time) {
+			select {
+			case first <- time.Now():
+			default:
+			}
+		}, nil)
+	}()
+	time.Sleep(3 * readTimeout) // the capture is idle
+	sent := time.Now()
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case got := <-first:
+		d := got.Sub(sent)
+		// A block that never filled would not arrive at all; allow for a
+		// loaded machine.
+		if d > 20*readTimeout {
+			t.Errorf("first packet delivered %v after the connection, want about %v", d, readTimeout)
+		}
+		t.Logf("first packet delivered %v after the connection (ReadTimeout %v)", d.Round(time.Millisecond), readTimeout)
+	case <-time.After(5 * time.Second):
+		t.Fatal("no packet delivered within 5 s")
+	}
+}
