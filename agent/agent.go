@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,17 @@ type Config struct {
 	DialOptions []grpc.DialOption
 	// Pipeline bounds the decoder's memory; zero means defaults.
 	Pipeline pipeline.Config
+	// MemoryLimit is the Go runtime's soft memory limit
+	// (runtime/debug.SetMemoryLimit). Zero derives it from the
+	// configuration each time a capture session starts: the decoder's
+	// memory budget (parsing.total_buffer_mib) plus the upload queue's
+	// bound (shipping.queue_max_bytes) plus 64 MiB for the rest (runtime,
+	// batches in flight, gRPC buffers, garbage between collections), so
+	// that under hostile traffic the garbage collector keeps the heap near
+	// what those bounds allow instead of letting it grow to twice the live
+	// heap. Negative leaves the runtime's limit alone, as does zero when
+	// the GOMEMLIMIT environment variable is set.
+	MemoryLimit int64
 	// MetricsListen, when set, serves Prometheus /metrics there.
 	MetricsListen string
 	// Keepalive is how long the stream may stay silent before the agent
@@ -439,7 +451,9 @@ func (a *Agent) startSession(ctx context.Context, conf *orbweaverv1.AgentConfig)
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	s := &captureSession{file: file, cancel: cancel, done: make(chan struct{})}
-	s.pipe = pipeline.New(a.pipelineConfig(conf), a.emitter(sctx, file != ""))
+	pc := a.pipelineConfig(conf)
+	a.applyMemoryLimit(pc, conf)
+	s.pipe = pipeline.New(pc, a.emitter(sctx, file != ""))
 	a.current.Store(s)
 	a.mu.Lock()
 	a.session = s
@@ -497,6 +511,40 @@ func (a *Agent) pipelineConfig(conf *orbweaverv1.AgentConfig) pipeline.Config {
 	parsing.Salt = []byte(salt)
 	pc.Parsing = parsing
 	return pc
+}
+
+// memoryHeadroom is the part of the derived soft memory limit beyond the
+// configured bounds (see Config.MemoryLimit).
+const memoryHeadroom = 64 << 20
+
+// applyMemoryLimit sets the runtime's soft memory limit for a session's
+// configuration, as Config.MemoryLimit says.
+func (a *Agent) applyMemoryLimit(pc pipeline.Config, conf *orbweaverv1.AgentConfig) {
+	lim := a.cfg.MemoryLimit
+	if lim < 0 || lim == 0 && os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	if lim == 0 {
+		lim = derivedMemoryLimit(pc, conf)
+	}
+	if prev := debug.SetMemoryLimit(lim); prev != lim {
+		a.log.Info("runtime memory limit", "bytes", lim)
+	}
+}
+
+// derivedMemoryLimit is the soft memory limit for a decoder configuration
+// and an agent configuration: the bounds on what grows with traffic plus
+// headroom.
+func derivedMemoryLimit(pc pipeline.Config, conf *orbweaverv1.AgentConfig) int64 {
+	budget := pc.MaxTotalBufferBytes
+	if budget <= 0 {
+		budget = pipeline.DefaultConfig().MaxTotalBufferBytes
+	}
+	queue := int64(conf.GetShipping().GetQueueMaxBytes())
+	if queue <= 0 {
+		queue = int64(agentconfig.Default().GetShipping().GetQueueMaxBytes())
+	}
+	return budget + queue + memoryHeadroom
 }
 
 // retire folds a finished session's counters into the totals.
@@ -651,7 +699,11 @@ func (a *Agent) Stats() Stats {
 	kd := a.kdrops.Load()
 	cur := a.current.Load()
 	if cur != nil {
-		addStats(&ps, cur.pipe.Stats())
+		cs := cur.pipe.Stats()
+		addStats(&ps, cs)
+		// Gauges are the current session's.
+		ps.ActiveConnections, ps.BufferedBytes = cs.ActiveConnections, cs.BufferedBytes
+		ps.MemoryBytes, ps.MemoryBudgetBytes = cs.MemoryBytes, cs.MemoryBudgetBytes
 		if h := cur.handle.Load(); h != nil {
 			kd += h.Stats().KernelDrops
 		}
@@ -704,23 +756,30 @@ func (a *Agent) heartbeat() *orbweaverv1.Heartbeat {
 func (a *Agent) Snapshot() metrics.Snapshot {
 	st := a.Stats()
 	return metrics.Snapshot{
-		Packets:            st.Pipeline.Packets,
-		Bytes:              st.Pipeline.Bytes,
-		KernelDrops:        st.KernelDrops,
-		QueueDropsByReason: st.Uplink.QueueDropsByReason,
-		ParseErrors:        st.Pipeline.DecodeErrors + st.Pipeline.HTTPParseErrors,
-		CallsCaptured:      st.Pipeline.Calls,
-		CallsAcked:         st.Uplink.CallsSent,
-		BatchesAcked:       st.Uplink.BatchesAcked,
-		BatchesResent:      st.Uplink.BatchesResent,
-		Duplicates:         st.Uplink.Duplicates,
-		Reconnects:         st.Uplink.Reconnects,
-		QueueDepth:         st.Uplink.QueueDepth,
-		InFlightBatches:    st.Uplink.InFlight,
-		UnackedCalls:       st.Uplink.UnackedCalls,
-		Connected:          st.Uplink.Connected,
-		Capturing:          st.Capturing,
-		LastAckRTT:         st.Uplink.LastAckRTT,
+		Packets:             st.Pipeline.Packets,
+		Bytes:               st.Pipeline.Bytes,
+		KernelDrops:         st.KernelDrops,
+		QueueDropsByReason:  st.Uplink.QueueDropsByReason,
+		ParseErrors:         st.Pipeline.DecodeErrors + st.Pipeline.HTTPParseErrors,
+		CallsCaptured:       st.Pipeline.Calls,
+		CallsAcked:          st.Uplink.CallsSent,
+		BatchesAcked:        st.Uplink.BatchesAcked,
+		BatchesResent:       st.Uplink.BatchesResent,
+		Duplicates:          st.Uplink.Duplicates,
+		Reconnects:          st.Uplink.Reconnects,
+		QueueDepth:          st.Uplink.QueueDepth,
+		InFlightBatches:     st.Uplink.InFlight,
+		UnackedCalls:        st.Uplink.UnackedCalls,
+		Connected:           st.Uplink.Connected,
+		Capturing:           st.Capturing,
+		LastAckRTT:          st.Uplink.LastAckRTT,
+		ConnectionsEvicted:  st.Pipeline.EvictedConnections,
+		ConnectionsRejected: st.Pipeline.ConnectionsRejected,
+		CapSkippedBytes:     st.Pipeline.CapDroppedBytes,
+		EvictedBytes:        st.Pipeline.EvictedBytes,
+		MemoryRefused:       st.Pipeline.HTTPMemoryRefused,
+		DecodeMemory:        st.Pipeline.MemoryBytes,
+		DecodeBudget:        st.Pipeline.MemoryBudgetBytes,
 	}
 }
 
@@ -737,4 +796,7 @@ func addStats(dst *pipeline.Stats, s pipeline.Stats) {
 	dst.OutOfOrder += s.OutOfOrder
 	dst.GapBytes += s.GapBytes
 	dst.CapDroppedBytes += s.CapDroppedBytes
+	dst.EvictedConnections += s.EvictedConnections
+	dst.EvictedBytes += s.EvictedBytes
+	dst.HTTPMemoryRefused += s.HTTPMemoryRefused
 }

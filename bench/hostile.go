@@ -24,12 +24,19 @@ import (
 type hostileResult struct {
 	PeakRSSKiB      int64          `json:"peak_rss_kib"`
 	StartRSSKiB     int64          `json:"start_rss_kib"`
-	MaxBufferedMiB  float64        `json:"max_buffered_mib"`
-	HeapInuseMiB    float64        `json:"heap_inuse_mib"`
+	BudgetMiB       float64        `json:"budget_mib"`       // the pipeline's memory budget
+	MaxMemoryMiB    float64        `json:"max_memory_mib"`   // most charged to it (sampled)
+	MaxBufferedMiB  float64        `json:"max_buffered_mib"` // of which buffers and pending calls
+	HeapInuseMiB    float64        `json:"heap_inuse_mib"`   // at the end, before a GC
+	HeapLiveMiB     float64        `json:"heap_live_mib"`    // at the end, after a GC
 	Frames          int64          `json:"frames"`
 	ElapsedSeconds  float64        `json:"elapsed_seconds"`
 	Stats           pipeline.Stats `json:"stats"`
 	ChunkedBodySeen int64          `json:"chunked_body_bytes_sent"`
+	// The endless response's decoded body: as sent (chunk payloads), and
+	// as counted on its call when the pipeline is closed at the end.
+	ChunkedPayload int64 `json:"chunked_payload_bytes"`
+	ChunkedCounted int64 `json:"chunked_payload_bytes_counted"`
 }
 
 // frameBuilder writes Ethernet/IPv4/TCP frames into a reused buffer (TCP
@@ -89,16 +96,20 @@ func runHostileChild(ctx context.Context, s sizes, memProfile string, out io.Wri
 	if res.StartRSSKiB, err = procStatusKiB("self", "VmRSS"); err != nil {
 		return err
 	}
-	p := pipeline.New(pipeline.DefaultConfig(), func(*model.HTTPCall) {})
+	cfg := pipeline.DefaultConfig()
+	p := pipeline.New(cfg, func(c *model.HTTPCall) {
+		if c.Path == "/stream" {
+			res.ChunkedCounted = c.ResponseBodySize
+		}
+	})
 	var fb frameBuilder
 	ts := time.Now()
 	tick := func() { ts = ts.Add(5 * time.Microsecond) }
 	server := [4]byte{10, 255, 0, 1}
-	var maxBuf uint64
+	var maxBuf, maxMem uint64
 	sample := func() {
-		if b := p.Stats().BufferedBytes; b > maxBuf {
-			maxBuf = b
-		}
+		st := p.Stats()
+		maxBuf, maxMem = max(maxBuf, st.BufferedBytes), max(maxMem, st.MemoryBytes)
 	}
 	feed := func(f []byte) {
 		p.Packet(layers.LinkTypeEthernet, f, ts)
@@ -150,6 +161,7 @@ func runHostileChild(ctx context.Context, s sizes, memProfile string, out io.Wri
 		feed(fb.frame(server, client, 80, cport, sseq, cseq, flagACK|flagPSH, chunk))
 		sseq += uint32(len(chunk))
 		sent += int64(len(chunk))
+		res.ChunkedPayload += 0x5a0
 		if n%16 == 0 {
 			feed(fb.frame(client, server, cport, 80, cseq, sseq, flagACK, nil))
 		}
@@ -159,9 +171,14 @@ func runHostileChild(ctx context.Context, s sizes, memProfile string, out io.Wri
 	res.ElapsedSeconds = time.Since(start).Seconds()
 	res.Stats = p.Stats()
 	res.MaxBufferedMiB = float64(maxBuf) / (1 << 20)
+	res.MaxMemoryMiB = float64(maxMem) / (1 << 20)
+	res.BudgetMiB = float64(cfg.MaxTotalBufferBytes) / (1 << 20)
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	res.HeapInuseMiB = float64(ms.HeapInuse) / (1 << 20)
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	res.HeapLiveMiB = float64(ms.HeapAlloc) / (1 << 20)
 	if res.PeakRSSKiB, err = procStatusKiB("self", "VmHWM"); err != nil {
 		return err
 	}
@@ -170,7 +187,7 @@ func runHostileChild(ctx context.Context, s sizes, memProfile string, out io.Wri
 			return err
 		}
 	}
-	runtime.KeepAlive(p)
+	p.Close() // emits the endless response's call, truncated
 	return json.NewEncoder(out).Encode(res)
 }
 
@@ -182,7 +199,8 @@ func benchHostile(ctx context.Context, e *env, rep *report) error {
 	if err != nil {
 		return fmt.Errorf("find own binary: %w", err)
 	}
-	var rss, buf, rejected, capDropped, parseErrs, active, secs []float64
+	var rss, heap, mem, buf, evicted, evictedMiB, rejected, capDropped, refused, parseErrs, active, chunked, secs []float64
+	var budget float64
 	for run := range e.cfg.runs {
 		cmd := exec.CommandContext(ctx, exe, "-hostile-child", "-size", e.cfg.size)
 		var stdout, stderr bytes.Buffer
@@ -196,21 +214,35 @@ func benchHostile(ctx context.Context, e *env, rep *report) error {
 		}
 		e.logf("hostile run %d: peak RSS %.0f MiB, %d frames in %.1fs, stats %+v", run+1, float64(r.PeakRSSKiB)/1024, r.Frames, r.ElapsedSeconds, r.Stats)
 		rss = append(rss, float64(r.PeakRSSKiB)/1024)
+		heap = append(heap, r.HeapLiveMiB)
+		mem = append(mem, r.MaxMemoryMiB)
 		buf = append(buf, r.MaxBufferedMiB)
+		budget = r.BudgetMiB
+		evicted = append(evicted, float64(r.Stats.EvictedConnections))
+		evictedMiB = append(evictedMiB, float64(r.Stats.EvictedBytes)/(1<<20))
 		rejected = append(rejected, float64(r.Stats.ConnectionsRejected))
 		capDropped = append(capDropped, float64(r.Stats.CapDroppedBytes)/(1<<20))
+		refused = append(refused, float64(r.Stats.HTTPMemoryRefused))
 		parseErrs = append(parseErrs, float64(r.Stats.HTTPParseErrors))
 		active = append(active, float64(r.Stats.ActiveConnections))
+		chunked = append(chunked, float64(r.ChunkedCounted)/float64(max(r.ChunkedPayload, 1)))
 		secs = append(secs, r.ElapsedSeconds)
 	}
 	s := e.cfg.sizes
 	in := fmt.Sprintf("%d half-open streams + %d MiB chunked body", s.HostileStreams, s.HostileChunkBytes>>20)
 	rep.add(sec, "agent pipeline peak RSS (child process)", "MiB", rss, below(256), in+"; default limits")
-	rep.add(sec, "max buffered bytes (reassembly + headers)", "MiB", buf, nil, "limits: 64 MiB out-of-order + 64 MiB headers")
+	rep.add(sec, "live heap at end (after GC)", "MiB", heap, nil, "")
+	rep.add(sec, "memory budget (parsing.total_buffer_mib)", "MiB", []float64{budget}, nil, "connections, parsing state, buffers, pending calls")
+	rep.add(sec, "max memory charged to the budget", "MiB", mem, nil, "sampled every 1024 streams / 4096 chunks")
+	rep.add(sec, "  of which buffers and pending calls", "MiB", buf, nil, "")
 	rep.add(sec, "connections tracked at end", "count", active, nil, "")
-	rep.add(sec, "connections rejected (MaxConnections)", "count", rejected, nil, "")
+	rep.add(sec, "connections evicted (memory budget)", "count", evicted, nil, "least recently seen first")
+	rep.add(sec, "bytes discarded with evicted connections", "MiB", evictedMiB, nil, "")
+	rep.add(sec, "connections rejected (limits)", "count", rejected, nil, "")
 	rep.add(sec, "bytes skipped at buffer caps", "MiB", capDropped, nil, "")
+	rep.add(sec, "HTTP buffers refused by the budget", "count", refused, nil, "")
 	rep.add(sec, "HTTP parse errors (header caps)", "count", parseErrs, nil, "")
+	rep.add(sec, "endless chunked body counted / sent", "ratio", chunked, nil, "decoded payload bytes on its call at Close")
 	rep.add(sec, "time to feed", "s", secs, nil, "")
 	return nil
 }

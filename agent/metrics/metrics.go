@@ -26,6 +26,13 @@ type Snapshot struct {
 	Duplicates         uint64            // batches the controller had already stored
 	Reconnects         uint64            // streams re-established to the controller
 
+	// Decoder memory (see package pipeline): what its limits cut.
+	ConnectionsEvicted  uint64 // connections forgotten to stay within the memory budget
+	ConnectionsRejected uint64 // packets that would have opened a connection beyond the limits
+	CapSkippedBytes     uint64 // stream bytes skipped as a gap because a buffer cap or the budget was hit
+	EvictedBytes        uint64 // buffered bytes discarded with evicted connections
+	MemoryRefused       uint64 // header blocks, lines and body captures the budget could not hold
+
 	// Gauges.
 	QueueDepth      int           // calls queued, not yet in a sent batch
 	InFlightBatches int           // batches sent and not yet acknowledged
@@ -33,6 +40,8 @@ type Snapshot struct {
 	Connected       bool          // a stream to the controller is open
 	Capturing       bool          // a capture is running
 	LastAckRTT      time.Duration // round trip of the latest acknowledged batch
+	DecodeMemory    uint64        // bytes charged to the decoder's memory budget
+	DecodeBudget    uint64        // the decoder's memory budget; 0 when not capturing
 }
 
 // Source returns the agent's current counters. Snapshot is called once per
@@ -71,7 +80,9 @@ type Collector struct {
 	packets, bytes, kernelDrops, queueDrops, parseErrors     *prometheus.Desc
 	callsCaptured, callsAcked, batchesAcked, batchesResent   *prometheus.Desc
 	duplicates, reconnects                                   *prometheus.Desc
+	evicted, rejected, droppedBytes, memRefused              *prometheus.Desc
 	queueDepth, inFlight, unacked, connected, capturing, rtt *prometheus.Desc
+	decodeMemory, decodeBudget                               *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -94,12 +105,19 @@ func NewCollector(src Source) *Collector {
 		batchesResent: d("batches_resent_total", "Call batches sent again after a reconnect."),
 		duplicates:    d("duplicate_batches_total", "Acknowledged batches the controller had already stored."),
 		reconnects:    d("reconnects_total", "Streams re-established to the controller."),
-		queueDepth:    d("queue_depth", "Calls queued for upload, not yet in a sent batch."),
-		inFlight:      d("in_flight_batches", "Call batches sent and not yet acknowledged."),
-		unacked:       d("unacked_calls", "Calls queued or in flight, lost if the agent dies now."),
-		connected:     d("connected", "1 when a stream to the controller is open."),
-		capturing:     d("capturing", "1 when a capture is running."),
-		rtt:           d("last_ack_rtt_seconds", "Round trip of the latest acknowledged batch."),
+		evicted:       d("decode_connections_evicted_total", "TCP connections the decoder forgot to stay within its memory budget, least recently seen first."),
+		rejected:      d("decode_connections_rejected_total", "Packets that would have opened a TCP connection beyond parsing.max_connections or the memory budget."),
+		droppedBytes: d("decode_dropped_bytes_total", "TCP stream bytes not parsed because of the decoder's memory limits, by reason: "+
+			"buffer_cap (holes skipped when a buffer cap or the budget was reached), evicted (bytes buffered by evicted connections).", "reason"),
+		memRefused:   d("decode_memory_refused_total", "HTTP header blocks, lines and body captures the decoder's memory budget could not hold."),
+		decodeMemory: d("decode_memory_bytes", "Bytes charged to the decoder's memory budget: connection state, buffers and calls awaiting a response."),
+		decodeBudget: d("decode_memory_budget_bytes", "The decoder's memory budget (parsing.total_buffer_mib); 0 when not capturing."),
+		queueDepth:   d("queue_depth", "Calls queued for upload, not yet in a sent batch."),
+		inFlight:     d("in_flight_batches", "Call batches sent and not yet acknowledged."),
+		unacked:      d("unacked_calls", "Calls queued or in flight, lost if the agent dies now."),
+		connected:    d("connected", "1 when a stream to the controller is open."),
+		capturing:    d("capturing", "1 when a capture is running."),
+		rtt:          d("last_ack_rtt_seconds", "Round trip of the latest acknowledged batch."),
 	}
 }
 
@@ -109,7 +127,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		c.packets, c.bytes, c.kernelDrops, c.queueDrops, c.parseErrors,
 		c.callsCaptured, c.callsAcked, c.batchesAcked, c.batchesResent,
 		c.duplicates, c.reconnects,
+		c.evicted, c.rejected, c.droppedBytes, c.memRefused,
 		c.queueDepth, c.inFlight, c.unacked, c.connected, c.capturing, c.rtt,
+		c.decodeMemory, c.decodeBudget,
 	} {
 		ch <- d
 	}
@@ -137,12 +157,19 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.batchesResent, s.BatchesResent)
 	counter(c.duplicates, s.Duplicates)
 	counter(c.reconnects, s.Reconnects)
+	counter(c.evicted, s.ConnectionsEvicted)
+	counter(c.rejected, s.ConnectionsRejected)
+	counter(c.droppedBytes, s.CapSkippedBytes, "buffer_cap")
+	counter(c.droppedBytes, s.EvictedBytes, "evicted")
+	counter(c.memRefused, s.MemoryRefused)
 	gauge(c.queueDepth, float64(s.QueueDepth))
 	gauge(c.inFlight, float64(s.InFlightBatches))
 	gauge(c.unacked, float64(s.UnackedCalls))
 	gauge(c.connected, boolFloat(s.Connected))
 	gauge(c.capturing, boolFloat(s.Capturing))
 	gauge(c.rtt, s.LastAckRTT.Seconds())
+	gauge(c.decodeMemory, float64(s.DecodeMemory))
+	gauge(c.decodeBudget, float64(s.DecodeBudget))
 }
 
 func boolFloat(b bool) float64 {

@@ -45,6 +45,8 @@ func TestCollect(t *testing.T) {
 				BatchesAcked: 12, BatchesResent: 1, Duplicates: 1, Reconnects: 2,
 				QueueDepth: 5, InFlightBatches: 2, UnackedCalls: 20,
 				Connected: true, Capturing: true, LastAckRTT: 1500 * time.Microsecond,
+				ConnectionsEvicted: 9, ConnectionsRejected: 8, CapSkippedBytes: 1000, EvictedBytes: 2000, MemoryRefused: 3,
+				DecodeMemory: 1 << 20, DecodeBudget: 64 << 20,
 			},
 			want: `
 # HELP orbweaver_agent_batches_acked_total Call batches the controller acknowledged.
@@ -68,6 +70,25 @@ orbweaver_agent_capturing 1
 # HELP orbweaver_agent_connected 1 when a stream to the controller is open.
 # TYPE orbweaver_agent_connected gauge
 orbweaver_agent_connected 1
+# HELP orbweaver_agent_decode_connections_evicted_total TCP connections the decoder forgot to stay within its memory budget, least recently seen first.
+# TYPE orbweaver_agent_decode_connections_evicted_total counter
+orbweaver_agent_decode_connections_evicted_total 9
+# HELP orbweaver_agent_decode_connections_rejected_total Packets that would have opened a TCP connection beyond parsing.max_connections or the memory budget.
+# TYPE orbweaver_agent_decode_connections_rejected_total counter
+orbweaver_agent_decode_connections_rejected_total 8
+# HELP orbweaver_agent_decode_dropped_bytes_total TCP stream bytes not parsed because of the decoder's memory limits, by reason: buffer_cap (holes skipped when a buffer cap or the budget was reached), evicted (bytes buffered by evicted connections).
+# TYPE orbweaver_agent_decode_dropped_bytes_total counter
+orbweaver_agent_decode_dropped_bytes_total{reason="buffer_cap"} 1000
+orbweaver_agent_decode_dropped_bytes_total{reason="evicted"} 2000
+# HELP orbweaver_agent_decode_memory_budget_bytes The decoder's memory budget (parsing.total_buffer_mib); 0 when not capturing.
+# TYPE orbweaver_agent_decode_memory_budget_bytes gauge
+orbweaver_agent_decode_memory_budget_bytes 67108864
+# HELP orbweaver_agent_decode_memory_bytes Bytes charged to the decoder's memory budget: connection state, buffers and calls awaiting a response.
+# TYPE orbweaver_agent_decode_memory_bytes gauge
+orbweaver_agent_decode_memory_bytes 1048576
+# HELP orbweaver_agent_decode_memory_refused_total HTTP header blocks, lines and body captures the decoder's memory budget could not hold.
+# TYPE orbweaver_agent_decode_memory_refused_total counter
+orbweaver_agent_decode_memory_refused_total 3
 # HELP orbweaver_agent_duplicate_batches_total Acknowledged batches the controller had already stored.
 # TYPE orbweaver_agent_duplicate_batches_total counter
 orbweaver_agent_duplicate_batches_total 1
@@ -126,6 +147,25 @@ orbweaver_agent_capturing 0
 # HELP orbweaver_agent_connected 1 when a stream to the controller is open.
 # TYPE orbweaver_agent_connected gauge
 orbweaver_agent_connected 0
+# HELP orbweaver_agent_decode_connections_evicted_total TCP connections the decoder forgot to stay within its memory budget, least recently seen first.
+# TYPE orbweaver_agent_decode_connections_evicted_total counter
+orbweaver_agent_decode_connections_evicted_total 0
+# HELP orbweaver_agent_decode_connections_rejected_total Packets that would have opened a TCP connection beyond parsing.max_connections or the memory budget.
+# TYPE orbweaver_agent_decode_connections_rejected_total counter
+orbweaver_agent_decode_connections_rejected_total 0
+# HELP orbweaver_agent_decode_dropped_bytes_total TCP stream bytes not parsed because of the decoder's memory limits, by reason: buffer_cap (holes skipped when a buffer cap or the budget was reached), evicted (bytes buffered by evicted connections).
+# TYPE orbweaver_agent_decode_dropped_bytes_total counter
+orbweaver_agent_decode_dropped_bytes_total{reason="buffer_cap"} 0
+orbweaver_agent_decode_dropped_bytes_total{reason="evicted"} 0
+# HELP orbweaver_agent_decode_memory_budget_bytes The decoder's memory budget (parsing.total_buffer_mib); 0 when not capturing.
+# TYPE orbweaver_agent_decode_memory_budget_bytes gauge
+orbweaver_agent_decode_memory_budget_bytes 0
+# HELP orbweaver_agent_decode_memory_bytes Bytes charged to the decoder's memory budget: connection state, buffers and calls awaiting a response.
+# TYPE orbweaver_agent_decode_memory_bytes gauge
+orbweaver_agent_decode_memory_bytes 0
+# HELP orbweaver_agent_decode_memory_refused_total HTTP header blocks, lines and body captures the decoder's memory budget could not hold.
+# TYPE orbweaver_agent_decode_memory_refused_total counter
+orbweaver_agent_decode_memory_refused_total 0
 # HELP orbweaver_agent_duplicate_batches_total Acknowledged batches the controller had already stored.
 # TYPE orbweaver_agent_duplicate_batches_total counter
 orbweaver_agent_duplicate_batches_total 0

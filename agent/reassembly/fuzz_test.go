@@ -59,7 +59,8 @@ func FuzzStream(f *testing.F) {
 		isn := binary.BigEndian.Uint32(data)
 		data = data[4:]
 		var ctr Counters
-		opts := &Options{MaxBufferBytes: 300, Budget: NewBudget(500), Counters: &ctr}
+		lim := newLimit(1000)
+		opts := &Options{MaxBufferBytes: 300, Budget: lim, Counters: &ctr}
 		chk := &checker{t: t}
 		var s Stream
 		s.Init(opts, chk)
@@ -93,14 +94,14 @@ func FuzzStream(f *testing.F) {
 				}
 				s.Segment(isn+uint32(off), false, op&8 != 0, p, time.Time{})
 			}
-			if s.Buffered() > opts.MaxBufferBytes || opts.Budget.Used() < 0 || opts.Budget.Used() > opts.Budget.max {
-				t.Fatalf("buffered %d, budget %d", s.Buffered(), opts.Budget.Used())
+			if s.Buffered() > opts.MaxBufferBytes || lim.used != s.Memory() || lim.used > lim.max {
+				t.Fatalf("buffered %d, memory %d, budget %d", s.Buffered(), s.Memory(), lim.used)
 			}
 		}
 		s.Flush(time.Time{})
 		s.Release()
-		if opts.Budget.Used() != 0 {
-			t.Fatalf("budget leak %d", opts.Budget.Used())
+		if lim.used != 0 || s.Memory() != 0 {
+			t.Fatalf("budget leak %d", lim.used)
 		}
 	})
 }

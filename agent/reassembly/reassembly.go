@@ -2,8 +2,9 @@
 //
 // A Stream tracks sequence numbers. Segments that arrive in order are handed
 // to the Sink as they are, without copying. Segments that arrive early are
-// copied into a bounded per-stream buffer (bounded also by a Budget shared by
-// all streams); retransmitted and overlapping bytes are delivered once.
+// copied into a bounded per-stream buffer whose memory (by capacity) is also
+// charged to a Budget shared with everything else that holds decode memory;
+// retransmitted and overlapping bytes are delivered once.
 // Bytes that are never seen are reported to the Sink as a gap when the loss
 // is proven: when a buffer cap is hit, when the peer acknowledges data past
 // the hole, or when the stream is flushed.
@@ -15,6 +16,7 @@ package reassembly
 import (
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Sink receives the ordered byte stream of one direction.
@@ -66,26 +68,27 @@ type Counters struct {
 // maxWindow is the largest TCP receive window (65535 << 14).
 const maxWindow = 1 << 30
 
-// Budget bounds the bytes buffered by all the streams that share it. The zero
-// value has no room; use NewBudget. A Budget is used from one goroutine.
-type Budget struct {
-	max  int64
-	used int64
+// Budget accounts the memory that streams hold in out-of-order buffers,
+// shared with whatever else the caller charges to it.
+type Budget interface {
+	// Reserve charges n bytes and reports whether they fit. It may make
+	// room by releasing memory held elsewhere, but never by calling back
+	// into the stream that asks.
+	Reserve(n int64) bool
+	// Release returns n bytes charged earlier.
+	Release(n int64)
 }
-
-// NewBudget returns a budget of max bytes.
-func NewBudget(max int64) *Budget { return &Budget{max: max} }
-
-// Used returns the bytes currently buffered.
-func (b *Budget) Used() int64 { return b.used }
 
 // Options configure a Stream. They are shared by many streams and must not
 // change while streams use them.
 type Options struct {
 	// MaxBufferBytes caps the out-of-order bytes buffered by one stream.
 	MaxBufferBytes int
-	// Budget caps the bytes buffered by all streams. Required.
-	Budget *Budget
+	// Budget is charged the memory of the buffered segments (their
+	// capacity, and the slice that holds them). Required. When it refuses,
+	// the stream skips its own oldest hole as a gap to make room, as when
+	// MaxBufferBytes is reached.
+	Budget Budget
 	// Counters receives event counts. Required.
 	Counters *Counters
 }
@@ -97,32 +100,36 @@ type segment struct {
 	ts   time.Time
 }
 
+// segmentSize is the memory of one entry of a stream's segment slice.
+const segmentSize = int64(unsafe.Sizeof(segment{}))
+
 // Stream reassembles one direction. The zero value is ready after Init.
+// (Fields are ordered to keep the struct small: one exists per direction of
+// every parsed connection.)
 type Stream struct {
 	opts    *Options
 	sink    Sink
-	rsink   RetransmissionSink // sink, when it implements it
+	ooo     []segment
+	held    int    // bytes in ooo
+	charged int64  // memory charged to the budget: ooo's capacity and its segments'
+	next    uint32 // next expected sequence number
+	finSeq  uint32 // sequence number of the FIN
+	maxAck  uint32 // highest ACK sent by the peer for this direction
 	started bool
 	ended   bool
-	next    uint32 // next expected sequence number
 	hasFin  bool
-	finSeq  uint32 // sequence number of the FIN
 	hasAck  bool
-	maxAck  uint32 // highest ACK sent by the peer for this direction
-	ooo     []segment
-	held    int // bytes in ooo
 }
 
 // Init prepares s to deliver to sink.
 func (s *Stream) Init(opts *Options, sink Sink) {
 	*s = Stream{opts: opts, sink: sink}
-	s.rsink, _ = sink.(RetransmissionSink)
 }
 
 // retransmitted tells the sink about a segment that repeats bytes.
 func (s *Stream) retransmitted(ts time.Time) {
-	if s.rsink != nil {
-		s.rsink.Retransmitted(ts)
+	if r, ok := s.sink.(RetransmissionSink); ok {
+		r.Retransmitted(ts)
 	}
 }
 
@@ -137,6 +144,11 @@ func (s *Stream) Next() uint32 { return s.next }
 
 // Buffered returns the bytes held out of order.
 func (s *Stream) Buffered() int { return s.held }
+
+// Memory returns the bytes charged to the Budget now: the capacity of the
+// buffered copies and of the slice holding them. It is 0 when nothing is
+// buffered.
+func (s *Stream) Memory() int64 { return s.charged }
 
 // seqDiff returns a-b in sequence space.
 func seqDiff(a, b uint32) int64 { return int64(int32(a - b)) }
@@ -216,31 +228,44 @@ func (s *Stream) data(seq uint32, payload []byte, ts time.Time) {
 }
 
 // buffer keeps a copy of an early segment, making room by skipping holes when
-// a cap is reached.
+// a cap is reached or the budget refuses.
 func (s *Stream) buffer(seq uint32, payload []byte, ts time.Time) {
-	b := s.opts.Budget
-	for len(s.ooo) > 0 && (s.held+len(payload) > s.opts.MaxBufferBytes || b.used+int64(len(payload)) > b.max) {
-		// Skip the hole before the first buffered segment and deliver what
-		// becomes contiguous.
-		first := s.ooo[0]
-		if d := seqDiff(first.seq, s.next); d > 0 {
-			s.gap(uint32(d), first.ts, true)
-		}
-		s.drain(time.Time{})
-		if d := seqDiff(seq, s.next); d <= 0 {
-			// The new segment became in order or old.
-			s.data(seq, payload, ts)
+	for len(s.ooo) > 0 && s.held+len(payload) > s.opts.MaxBufferBytes {
+		if s.skipFirst(seq, payload, ts) {
 			return
 		}
 	}
-	if s.held+len(payload) > s.opts.MaxBufferBytes || b.used+int64(len(payload)) > b.max {
+	if s.held+len(payload) > s.opts.MaxBufferBytes {
 		// Even an empty buffer cannot hold it: skip straight to it.
-		s.gap(uint32(seqDiff(seq, s.next)), ts, true)
-		s.data(seq, payload, ts)
+		s.skipTo(seq, payload, ts)
 		return
 	}
-	cp := make([]byte, len(payload))
-	copy(cp, payload)
+	// append rounds the capacity up to the allocation's size class, so
+	// the charge is the memory really held.
+	cp := append([]byte(nil), payload...)
+	for {
+		grow := 0
+		if len(s.ooo) == cap(s.ooo) {
+			grow = max(2, 2*cap(s.ooo)) - cap(s.ooo)
+		}
+		cost := int64(cap(cp)) + int64(grow)*segmentSize
+		if s.opts.Budget.Reserve(cost) {
+			s.charged += cost
+			if grow > 0 {
+				n := make([]segment, len(s.ooo), cap(s.ooo)+grow)
+				copy(n, s.ooo)
+				s.ooo = n
+			}
+			break
+		}
+		if len(s.ooo) == 0 {
+			s.skipTo(seq, payload, ts)
+			return
+		}
+		if s.skipFirst(seq, payload, ts) {
+			return
+		}
+	}
 	i := len(s.ooo)
 	for i > 0 && seqDiff(s.ooo[i-1].seq, seq) > 0 {
 		i--
@@ -249,7 +274,30 @@ func (s *Stream) buffer(seq uint32, payload []byte, ts time.Time) {
 	copy(s.ooo[i+1:], s.ooo[i:])
 	s.ooo[i] = segment{seq: seq, data: cp, ts: ts}
 	s.held += len(cp)
-	b.used += int64(len(cp))
+}
+
+// skipFirst skips the hole before the first buffered segment (a cap was
+// hit) and delivers what becomes contiguous. When the pending segment
+// (seq, payload) became in order or old, it is handled and skipFirst
+// reports true.
+func (s *Stream) skipFirst(seq uint32, payload []byte, ts time.Time) bool {
+	first := s.ooo[0]
+	if d := seqDiff(first.seq, s.next); d > 0 {
+		s.gap(uint32(d), first.ts, true)
+	}
+	s.drain(time.Time{})
+	if d := seqDiff(seq, s.next); d <= 0 {
+		s.data(seq, payload, ts)
+		return true
+	}
+	return false
+}
+
+// skipTo skips the hole before an early segment that cannot be buffered
+// and delivers the segment.
+func (s *Stream) skipTo(seq uint32, payload []byte, ts time.Time) {
+	s.gap(uint32(seqDiff(seq, s.next)), ts, true)
+	s.data(seq, payload, ts)
 }
 
 // drain delivers buffered segments that have become contiguous. When a hole
@@ -289,13 +337,21 @@ func (s *Stream) drain(filled time.Time) {
 	if n == 0 {
 		return
 	}
+	var freed int64
 	for i := 0; i < n; i++ {
 		s.held -= len(s.ooo[i].data)
-		s.opts.Budget.used -= int64(len(s.ooo[i].data))
+		freed += int64(cap(s.ooo[i].data))
 	}
 	m := copy(s.ooo, s.ooo[n:])
 	clear(s.ooo[m:])
 	s.ooo = s.ooo[:m]
+	if m == 0 {
+		// Nothing buffered: do not keep the slice either.
+		freed += int64(cap(s.ooo)) * segmentSize
+		s.ooo = nil
+	}
+	s.charged -= freed
+	s.opts.Budget.Release(freed)
 }
 
 func (s *Stream) gap(n uint32, ts time.Time, capped bool) {
@@ -408,10 +464,9 @@ func (s *Stream) Release() {
 }
 
 func (s *Stream) release() {
-	if s.opts != nil && s.opts.Budget != nil {
-		s.opts.Budget.used -= int64(s.held)
+	if s.charged != 0 {
+		s.opts.Budget.Release(s.charged)
 	}
-	s.held = 0
-	clear(s.ooo)
-	s.ooo = s.ooo[:0]
+	s.held, s.charged = 0, 0
+	s.ooo = nil
 }

@@ -110,7 +110,8 @@ func TestStream(t *testing.T) {
 			if maxBuf == 0 {
 				maxBuf = 1 << 20
 			}
-			opts := &Options{MaxBufferBytes: maxBuf, Budget: NewBudget(1 << 30), Counters: &ctr}
+			lim := newLimit(1 << 30)
+			opts := &Options{MaxBufferBytes: maxBuf, Budget: lim, Counters: &ctr}
 			var r recorder
 			var s Stream
 			s.Init(opts, &r)
@@ -143,8 +144,8 @@ func TestStream(t *testing.T) {
 					t.Errorf("%s = %d, want %d", k, counts[k], v)
 				}
 			}
-			if s.Buffered() != tt.buffered || opts.Budget.Used() != int64(tt.buffered) {
-				t.Errorf("buffered %d (budget %d), want %d", s.Buffered(), opts.Budget.Used(), tt.buffered)
+			if s.Buffered() != tt.buffered || lim.used != s.Memory() || (tt.buffered == 0) != (s.Memory() == 0) {
+				t.Errorf("buffered %d (memory %d, budget %d), want %d", s.Buffered(), s.Memory(), lim.used, tt.buffered)
 			}
 			if s.Ended() != tt.wantEnded {
 				t.Errorf("ended %v, want %v", s.Ended(), tt.wantEnded)
@@ -153,34 +154,85 @@ func TestStream(t *testing.T) {
 	}
 }
 
-// TestBudgetShared: the total cap applies across streams.
+// TestBudgetShared: the budget applies across streams and is charged by
+// capacity: the copies and the slice holding them.
 func TestBudgetShared(t *testing.T) {
 	var ctr Counters
-	opts := &Options{MaxBufferBytes: 100, Budget: NewBudget(5), Counters: &ctr}
+	// One 3-byte segment costs its copy (8 bytes, the smallest size class)
+	// and a slice of two segments.
+	one := 8 + 2*segmentSize
+	lim := newLimit(one + 5)
+	opts := &Options{MaxBufferBytes: 100, Budget: lim, Counters: &ctr}
 	var r1, r2 recorder
 	var s1, s2 Stream
 	s1.Init(opts, &r1)
 	s2.Init(opts, &r2)
 	s1.Segment(0, false, false, []byte("a"), time.Time{})
-	s1.Segment(10, false, false, []byte("bcd"), time.Time{}) // buffered: 3
+	s1.Segment(10, false, false, []byte("bcd"), time.Time{}) // buffered
 	s2.Segment(0, false, false, []byte("a"), time.Time{})
-	s2.Segment(10, false, false, []byte("xyz"), time.Time{}) // would exceed 5: skips to it
+	s2.Segment(10, false, false, []byte("xyz"), time.Time{}) // no room: skips to it
 	if r2.b.String() != "a[gap 9]xyz" || r1.b.String() != "a" {
 		t.Fatalf("got %q and %q", r1.b.String(), r2.b.String())
 	}
-	if opts.Budget.Used() != 3 {
-		t.Fatalf("budget used %d", opts.Budget.Used())
+	if lim.used != one || s1.Memory() != one || s2.Memory() != 0 {
+		t.Fatalf("budget used %d, memory %d and %d, want %d", lim.used, s1.Memory(), s2.Memory(), one)
+	}
+	if ctr.CapDroppedBytes.Load() != 9 {
+		t.Errorf("CapDroppedBytes %d", ctr.CapDroppedBytes.Load())
 	}
 	s1.Release()
-	if opts.Budget.Used() != 0 {
-		t.Fatalf("budget used %d after release", opts.Budget.Used())
+	if lim.used != 0 || s1.Memory() != 0 {
+		t.Fatalf("budget used %d after release", lim.used)
+	}
+}
+
+// TestBudgetRefusedSkipsOwnHole: when the budget refuses a later segment,
+// the stream skips its own oldest hole to make room, delivers what became
+// contiguous, and buffers the new segment in the memory freed.
+func TestBudgetRefusedSkipsOwnHole(t *testing.T) {
+	var ctr Counters
+	one := 8 + 2*segmentSize
+	lim := newLimit(one)
+	opts := &Options{MaxBufferBytes: 100, Budget: lim, Counters: &ctr}
+	var r recorder
+	var s Stream
+	s.Init(opts, &r)
+	s.Segment(0, false, false, []byte("a"), time.Time{})
+	s.Segment(10, false, false, []byte("bcd"), time.Time{}) // buffered: the budget is full
+	s.Segment(20, false, false, []byte("xyz"), time.Time{}) // the hole at 1 is skipped for it
+	s.Flush(time.Time{})
+	if got := r.b.String(); got != "a[gap 9]bcd[gap 7]xyz" {
+		t.Fatalf("got %q", got)
+	}
+	if ctr.CapDroppedBytes.Load() != 9 || ctr.GapBytes.Load() != 16 || lim.used != 0 {
+		t.Errorf("CapDroppedBytes %d, GapBytes %d, budget %d", ctr.CapDroppedBytes.Load(), ctr.GapBytes.Load(), lim.used)
+	}
+}
+
+// limit is a Budget of max bytes that never makes room.
+type limit struct{ max, used int64 }
+
+func newLimit(max int64) *limit { return &limit{max: max} }
+
+func (l *limit) Reserve(n int64) bool {
+	if l.used+n > l.max {
+		return false
+	}
+	l.used += n
+	return true
+}
+
+func (l *limit) Release(n int64) {
+	l.used -= n
+	if l.used < 0 {
+		panic("budget released more than reserved")
 	}
 }
 
 // TestInOrderNoAlloc: the in-order path allocates nothing.
 func TestInOrderNoAlloc(t *testing.T) {
 	var ctr Counters
-	opts := &Options{MaxBufferBytes: 100, Budget: NewBudget(100), Counters: &ctr}
+	opts := &Options{MaxBufferBytes: 100, Budget: newLimit(100), Counters: &ctr}
 	var s Stream
 	s.Init(opts, discard{})
 	payload := make([]byte, 100)

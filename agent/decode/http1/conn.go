@@ -19,6 +19,15 @@
 // responses, ResponseStart and ResponseHeaderSize are those of the final
 // response.
 //
+// Memory: every byte a Conn holds beyond its own struct is charged to
+// Options.Budget — line and header buffers and captured body bytes by
+// capacity, each call waiting to be emitted by its fixed size plus the size
+// of the header blocks its strings came from (and its captured body text) —
+// and released when freed or emitted. A charge the Budget refuses is handled
+// like the cap it resembles: a header block is treated as over
+// MaxHeaderBytes, body bytes or text are not kept (the body is marked
+// truncated).
+//
 // With Options.Fields set, every call also gets the derived fields of
 // package httpfields (identification, JWT claims, credentials, origin,
 // template, redacted header sets, content codings) and, when body capture is
@@ -34,6 +43,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/orbweaver/orbweaver/agent/decode/httpfields"
 	"github.com/orbweaver/orbweaver/internal/model"
@@ -54,6 +64,10 @@ type Counters struct {
 	// PendingDropped counts requests dropped because too many were
 	// waiting for a response on one connection.
 	PendingDropped atomic.Uint64
+	// MemoryRefused counts header blocks, lines and body bytes refused by
+	// the Budget (header blocks are also counted in ParseErrors when the
+	// connection is known to be HTTP).
+	MemoryRefused atomic.Uint64
 }
 
 // Options configure Conns. They are shared and must not change while used.
@@ -67,10 +81,10 @@ type Options struct {
 	MaxResyncScan int
 	// MaxPending caps requests waiting for their response. Default 128.
 	MaxPending int
-	// Budget, when set, caps the bytes that all Conns sharing it hold in
-	// partial header blocks and lines. A side that cannot grow its buffer
-	// treats the message as over the header cap.
-	Budget *Budget
+	// Budget is charged the memory that Conns hold beyond their structs
+	// (see the package documentation). Required; DefaultOptions sets one
+	// without a limit.
+	Budget Budget
 	// Counters receives counts. Required.
 	Counters *Counters
 	// Fields, when set, derives the httpfields of every call and captures
@@ -79,20 +93,43 @@ type Options struct {
 	Fields *httpfields.Extractor
 }
 
-// Budget bounds buffer memory across Conns (used from one goroutine).
-type Budget struct {
-	max, used int64
+// Budget accounts the memory held by Conns, shared with whatever else the
+// caller charges to it.
+type Budget interface {
+	// Reserve charges n bytes and reports whether they fit. It may make
+	// room by releasing memory held elsewhere, but never by calling back
+	// into the Conn that asks.
+	Reserve(n int64) bool
+	// Release returns n bytes charged earlier.
+	Release(n int64)
 }
 
-// NewBudget returns a budget of max bytes.
-func NewBudget(max int64) *Budget { return &Budget{max: max} }
+// Unlimited is a Budget that accepts every charge.
+var Unlimited Budget = unlimited{}
 
-// Used returns the bytes held now.
-func (b *Budget) Used() int64 { return b.used }
+type unlimited struct{}
+
+func (unlimited) Reserve(int64) bool { return true }
+func (unlimited) Release(int64)      {}
+
+// exchangeCost is what a call waiting to be emitted is charged besides the
+// header blocks its strings came from: its allocation and its slot in the
+// pending queue (whose slice grows by doubling).
+var exchangeCost = objectSize(unsafe.Sizeof(exchange{})) + 2*int64(unsafe.Sizeof((*exchange)(nil)))
+
+// objectSize returns the memory of an allocation of an object of n bytes
+// with pointers: n plus the allocator's header (for objects over 512
+// bytes), rounded up to the allocator's size class as append does.
+func objectSize(n uintptr) int64 {
+	if n > 512 {
+		n += 8
+	}
+	return int64(cap(append([]byte(nil), make([]byte, n)...)))
+}
 
 // DefaultOptions returns options with the defaults and the given counters.
 func DefaultOptions(c *Counters) Options {
-	return Options{MaxHeaderBytes: 64 << 10, MaxResyncScan: 256 << 10, MaxPending: 128, Counters: c}
+	return Options{MaxHeaderBytes: 64 << 10, MaxResyncScan: 256 << 10, MaxPending: 128, Budget: Unlimited, Counters: c}
 }
 
 const maxChunkLine = 4 << 10
@@ -116,6 +153,7 @@ const (
 // one allocation holds both.
 type exchange struct {
 	call                 model.HTTPCall
+	charged              int64 // charged to the Budget until emitted
 	reqDone, respDone    bool
 	noRequest            bool
 	head, connect        bool
@@ -163,6 +201,7 @@ type Conn struct {
 	pending  []*exchange
 	state    connState
 	everHTTP bool
+	charged  int64 // charged to the Budget now
 }
 
 // NewConn returns a parser for a connection between addr0 (side 0) and addr1
@@ -200,6 +239,31 @@ func (c *Conn) Done() bool { return c.state != connActive }
 
 // NonHTTP reports whether the connection was found not to be HTTP.
 func (c *Conn) NonHTTP() bool { return c.state == connNonHTTP }
+
+// Memory returns the bytes c has charged to the Budget and not released:
+// its buffers by capacity and the calls it holds. It is 0 after Close.
+func (c *Conn) Memory() int64 { return c.charged }
+
+// Buffered returns the captured bytes c holds undelivered: partial lines
+// and header blocks, and body bytes being captured.
+func (c *Conn) Buffered() int {
+	return len(c.sides[0].buf) + len(c.sides[0].raw) + len(c.sides[1].buf) + len(c.sides[1].raw)
+}
+
+// reserve charges n bytes to the budget.
+func (c *Conn) reserve(n int64) bool {
+	if !c.opts.Budget.Reserve(n) {
+		return false
+	}
+	c.charged += n
+	return true
+}
+
+// release returns n bytes to the budget.
+func (c *Conn) release(n int64) {
+	c.charged -= n
+	c.opts.Budget.Release(n)
+}
 
 func (c *Conn) setClient(s int) {
 	c.client = s
@@ -336,18 +400,26 @@ func (c *Conn) takeLine(d *side, b []byte, limit int) (line, rest []byte, ok, to
 }
 
 // bufAppend appends b to the side's buffer within the budget.
-func (c *Conn) bufAppend(d *side, b []byte) bool { return c.grow(&d.buf, b) }
+func (c *Conn) bufAppend(d *side, b []byte) bool {
+	if c.grow(&d.buf, b) {
+		return true
+	}
+	c.opts.Counters.MemoryRefused.Add(1)
+	return false
+}
 
-// grow appends b to *buf within the budget.
+// grow appends b to *buf, charging the budget for a larger capacity; when
+// the budget refuses, *buf is unchanged.
 func (c *Conn) grow(buf *[]byte, b []byte) bool {
-	old := cap(*buf)
-	if bg := c.opts.Budget; bg != nil && len(*buf)+len(b) > old && bg.used+int64(len(*buf)+len(b)-old) > bg.max {
+	if len(*buf)+len(b) <= cap(*buf) {
+		*buf = append(*buf, b...)
+		return true
+	}
+	nb := append(*buf, b...)
+	if !c.reserve(int64(cap(nb) - cap(*buf))) {
 		return false
 	}
-	*buf = append(*buf, b...)
-	if bg := c.opts.Budget; bg != nil {
-		bg.used += int64(cap(*buf) - old)
-	}
+	*buf = nb
 	return true
 }
 
@@ -359,6 +431,9 @@ func (c *Conn) keepBody(d *side, b []byte) {
 		b, d.rawCut = b[:max(room, 0)], true
 	}
 	if len(b) > 0 && !c.grow(&d.raw, b) {
+		if !d.rawCut {
+			c.opts.Counters.MemoryRefused.Add(1)
+		}
 		d.rawCut = true
 	}
 }
@@ -385,7 +460,13 @@ func (c *Conn) endBody(d *side, ex *exchange) {
 	}
 	body := c.opts.Fields.DecodeBody(*enc, d.raw, d.rawCut)
 	*captured, *size, *trunc = true, int64(body.Size), body.Truncated
-	*text = str(body.Text)
+	if n := int64(len(body.Text)); n > 0 && !c.reserve(n) {
+		// No memory to keep the text until the call is emitted.
+		*size, *trunc = 0, true
+	} else {
+		ex.charged += n
+		*text = str(body.Text)
+	}
 	d.raw = d.raw[:0]
 	if cap(d.raw) > 8<<10 {
 		c.freeRaw(d) // do not keep a large buffer per connection
@@ -394,9 +475,7 @@ func (c *Conn) endBody(d *side, ex *exchange) {
 
 // freeRaw drops the side's body buffer and returns its budget.
 func (c *Conn) freeRaw(d *side) {
-	if bg := c.opts.Budget; bg != nil {
-		bg.used -= int64(cap(d.raw))
-	}
+	c.release(int64(cap(d.raw)))
 	d.raw = nil
 }
 
@@ -414,9 +493,7 @@ func (c *Conn) stop(st connState) {
 
 // bufFree drops the side's buffers and returns their budget.
 func (c *Conn) bufFree(d *side) {
-	if bg := c.opts.Budget; bg != nil {
-		bg.used -= int64(cap(d.buf))
-	}
+	c.release(int64(cap(d.buf)))
 	d.buf = nil
 	c.freeRaw(d)
 }
@@ -553,6 +630,17 @@ func (c *Conn) onHeaders(s int, d *side, block []byte, ts time.Time) {
 		c.startError(s, d)
 		return
 	}
+	// The call's strings come from the block: charge them, and a new
+	// call, until the call is emitted.
+	charge := int64(len(block))
+	if k == kindRequest || c.awaiting() == nil {
+		charge += exchangeCost
+	}
+	if !c.reserve(charge) {
+		c.opts.Counters.MemoryRefused.Add(1)
+		c.tooLarge(d, nil)
+		return
+	}
 	if c.client < 0 {
 		if k == kindRequest {
 			c.setClient(s)
@@ -575,9 +663,9 @@ func (c *Conn) onHeaders(s int, d *side, block []byte, ts time.Time) {
 	}
 	parseHeaders(rest, &h)
 	if k == kindRequest {
-		c.onRequest(d, line, len(block), &h, ts)
+		c.onRequest(d, line, len(block), &h, ts, charge)
 	} else {
-		c.onResponse(d, line, len(block), &h, ts)
+		c.onResponse(d, line, len(block), &h, ts, charge)
 	}
 }
 
@@ -588,11 +676,14 @@ func (c *Conn) newExchange() *exchange {
 	return ex
 }
 
-func (c *Conn) onRequest(d *side, line []byte, size int, h *headerInfo, ts time.Time) {
+// onRequest handles a request's header block; charge is what onHeaders
+// reserved for it.
+func (c *Conn) onRequest(d *side, line []byte, size int, h *headerInfo, ts time.Time, charge int64) {
 	sp1 := bytes.IndexByte(line, ' ')
 	sp2 := bytes.LastIndexByte(line, ' ')
 	method, target, version := line[:sp1], line[sp1+1:sp2], line[sp2+1:]
 	ex := c.newExchange()
+	ex.charged = charge
 	call := &ex.call
 	call.RequestStart = d.msgTs
 	call.Method = methodString(method)
@@ -682,22 +773,32 @@ func (c *Conn) onRequest(d *side, line []byte, size int, h *headerInfo, ts time.
 	}
 }
 
-func (c *Conn) onResponse(d *side, line []byte, size int, h *headerInfo, ts time.Time) {
+// awaiting returns the first pending exchange without its response, or nil.
+func (c *Conn) awaiting() *exchange {
+	for _, p := range c.pending {
+		if !p.respDone {
+			return p
+		}
+	}
+	return nil
+}
+
+// onResponse handles a response's header block; charge is what onHeaders
+// reserved for it (a new call's included when none awaits a response).
+func (c *Conn) onResponse(d *side, line []byte, size int, h *headerInfo, ts time.Time, charge int64) {
 	status := int(line[9]-'0')*100 + int(line[10]-'0')*10 + int(line[11]-'0')
 	if status < 200 && status != 101 {
 		// Interim response (100 Continue, 102, 103): not the final one.
+		c.release(charge)
 		d.st = stStart
 		return
 	}
-	var ex *exchange
-	for _, p := range c.pending {
-		if !p.respDone {
-			ex = p
-			break
-		}
-	}
-	if ex == nil {
+	ex := c.awaiting()
+	if ex != nil {
+		ex.charged += charge
+	} else {
 		ex = c.newExchange()
+		ex.charged = charge
 		ex.noRequest = true
 		ex.reqDone = true
 		ex.call.HTTPVersion = versionString(line[7])
@@ -776,10 +877,15 @@ func (c *Conn) messageDone(d *side, ts time.Time) {
 		c.pending = c.pending[:copy(c.pending, c.pending[1:])]
 		c.finish(p)
 	}
+	if len(c.pending) == 0 && cap(c.pending) > 4 {
+		c.pending = nil // a burst of pipelined requests is over
+	}
 }
 
-// finish emits ex.
+// finish emits ex and releases its charge.
 func (c *Conn) finish(ex *exchange) {
+	c.release(ex.charged)
+	ex.charged = 0
 	call := &ex.call
 	switch {
 	case ex.upgr:
@@ -878,6 +984,5 @@ func (c *Conn) Close(ts time.Time) {
 	for _, p := range c.pending {
 		c.finish(p)
 	}
-	clear(c.pending)
-	c.pending = c.pending[:0]
+	c.pending = nil
 }

@@ -313,7 +313,10 @@ func diffCalls(got, want []model.HTTPCall) string {
 func TestConnBudget(t *testing.T) {
 	var ctr Counters
 	opts := DefaultOptions(&ctr)
-	opts.Budget = NewBudget(100)
+	// Room for a call in flight, then for one partial header block of
+	// about 2 KiB but not two.
+	lim := newLimit(exchangeCost + int64(len(getReq)+len(okResp)) + 2100)
+	opts.Budget = lim
 	var calls []*model.HTTPCall
 	emit := func(c *model.HTTPCall) { calls = append(calls, c) }
 	a := NewConn(&opts, cliAddr, srvAddr, emit)
@@ -323,18 +326,19 @@ func TestConnBudget(t *testing.T) {
 		c.Data(0, []byte(getReq), t0)
 		c.Data(1, []byte(okResp), t0)
 	}
-	a.Data(0, []byte("GET /partial HTTP/1.1\r\nX: "+strings.Repeat("a", 60)), t0) // held: within budget
-	if opts.Budget.Used() == 0 || opts.Budget.Used() > 100 {
-		t.Fatalf("budget used %d", opts.Budget.Used())
+	partial := "GET /partial HTTP/1.1\r\nX: " + strings.Repeat("a", 1970)
+	a.Data(0, []byte(partial), t0) // held: within budget
+	if lim.used != a.Memory() || a.Memory() < int64(len(partial)) {
+		t.Fatalf("budget used %d, a holds %d", lim.used, a.Memory())
 	}
-	b.Data(0, []byte("GET /partial HTTP/1.1\r\nX: "+strings.Repeat("a", 60)), t0) // over budget: dropped
-	if opts.Budget.Used() > 100 || ctr.ParseErrors.Load() != 1 {
-		t.Fatalf("budget used %d, parse errors %d", opts.Budget.Used(), ctr.ParseErrors.Load())
+	b.Data(0, []byte(partial), t0) // over budget: dropped
+	if lim.used != a.Memory() || b.Memory() != 0 || ctr.ParseErrors.Load() != 1 || ctr.MemoryRefused.Load() != 1 {
+		t.Fatalf("budget used %d, parse errors %d, refused %d", lim.used, ctr.ParseErrors.Load(), ctr.MemoryRefused.Load())
 	}
 	a.Close(t0)
 	b.Close(t0)
-	if opts.Budget.Used() != 0 {
-		t.Fatalf("budget leak: %d", opts.Budget.Used())
+	if lim.used != 0 {
+		t.Fatalf("budget leak: %d", lim.used)
 	}
 	if len(calls) != 2 {
 		t.Fatalf("%d calls", len(calls))

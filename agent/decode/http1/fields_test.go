@@ -23,7 +23,7 @@ func newFieldsHarness(t *testing.T, cfg httpfields.Config) *harness {
 		t.Fatal(err)
 	}
 	h.opts.Fields = x
-	h.opts.Budget = NewBudget(1 << 20)
+	h.opts.Budget = newLimit(1 << 20)
 	return h
 }
 
@@ -92,8 +92,8 @@ func TestConnDerivedFields(t *testing.T) {
 		if strings.Contains(c.RequestHeaders+c.ResponseHeaders, "secret") || strings.Contains(c.RequestHeaders, tok) {
 			t.Errorf("secret in clear: %s %s", c.RequestHeaders, c.ResponseHeaders)
 		}
-		if h.opts.Budget.Used() != 0 {
-			t.Errorf("split %d: budget %d after close", split, h.opts.Budget.Used())
+		if h.opts.Budget.(*limit).used != 0 {
+			t.Errorf("split %d: budget %d after close", split, h.opts.Budget.(*limit).used)
 		}
 	}
 }
@@ -124,14 +124,15 @@ func TestConnFieldsDefaults(t *testing.T) {
 // and the body is marked truncated.
 func TestConnBodyBudget(t *testing.T) {
 	h := newFieldsHarness(t, httpfields.Config{CaptureBodies: true, BodyMaxBytes: 1 << 20})
-	h.opts.Budget = NewBudget(1000)
+	// Room for the call's charges and 1000 bytes more.
+	h.opts.Budget = newLimit(exchangeCost + int64(len(getReq)+len("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n")) + 1000)
 	body := strings.Repeat("b", 5000)
 	h.run([]step{c2s(getReq), s2c("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + body[:2000]), s2c(body[2000:])}, 0)
 	c := h.calls[0]
 	if !c.ResponseBodyTruncated || c.ResponseBodyDecodedSize > 1000 || c.ResponseBodySize != 5000 {
 		t.Errorf("truncated %v decoded %d wire %d", c.ResponseBodyTruncated, c.ResponseBodyDecodedSize, c.ResponseBodySize)
 	}
-	if h.opts.Budget.Used() != 0 {
-		t.Errorf("budget %d after close", h.opts.Budget.Used())
+	if h.opts.Budget.(*limit).used != 0 {
+		t.Errorf("budget %d after close", h.opts.Budget.(*limit).used)
 	}
 }

@@ -28,7 +28,7 @@ func fuzzRun(data []byte, emit func(*model.HTTPCall)) *Conn {
 	opts.MaxHeaderBytes = 512 // small caps reach the cap paths
 	opts.MaxResyncScan = 1024
 	opts.MaxPending = 4
-	opts.Budget = NewBudget(4096)
+	opts.Budget = newLimit(4096)
 	x, err := httpfields.New(httpfields.Config{
 		AllHeaders: true, HeadersRedact: []string{"x-secret"}, Salt: []byte("fuzz"),
 		CaptureBodies: true, BodyMaxBytes: fuzzBodyMax,
@@ -117,7 +117,10 @@ func FuzzConn(f *testing.F) {
 			copy model.HTTPCall
 		}
 		var got []emitted
-		fuzzRun(data, func(c *model.HTTPCall) { got = append(got, emitted{c, *c}) })
+		conn := fuzzRun(data, func(c *model.HTTPCall) { got = append(got, emitted{c, *c}) })
+		if used := conn.opts.Budget.(*limit).used; conn.Memory() != 0 || used != 0 {
+			t.Fatalf("after Close: memory %d, budget %d", conn.Memory(), used)
+		}
 		for _, e := range got {
 			c := e.call
 			if *c != e.copy {
