@@ -51,6 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		tlsServerName = fs.String("tls-server-name", "", "expected controller name in its certificate (default: from --controller)")
 		upload        = fs.String("upload", "", "stream this pcap/pcapng file to the controller, which decodes and stores it (needs an admin --token), then exit")
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
+		memLimitMiB   = fs.Int64("memory-limit-mib", 0, "Go soft memory limit in MiB (0: derived from parsing.total_buffer_mib + shipping.queue_max_bytes + 64 MiB, unless GOMEMLIMIT is set; -1: leave the runtime alone)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -104,6 +105,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Version:       version.Version,
 		Logger:        log,
 		MetricsListen: *metricsListen,
+		MemoryLimit:   memoryLimit(*memLimitMiB),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "orbweaver-agent: %v\n", err)
@@ -197,4 +199,13 @@ func defaultStateDir() string {
 		return filepath.Join(d, "orbweaver-agent")
 	}
 	return ".orbweaver-agent"
+}
+
+// memoryLimit turns --memory-limit-mib into agent.Config.MemoryLimit:
+// positive MiB to bytes, 0 (derive) and negative (leave alone) as they are.
+func memoryLimit(mib int64) int64 {
+	if mib > 0 {
+		return mib << 20
+	}
+	return mib
 }

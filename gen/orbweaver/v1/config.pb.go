@@ -217,11 +217,16 @@ type ParsingConfig struct {
 	// TCP connections idle this long (capture time) are closed: pending
 	// requests become no_response calls (1..86400 s).
 	IdleTimeoutSeconds uint32 `protobuf:"varint,9,opt,name=idle_timeout_seconds,json=idleTimeoutSeconds,proto3" json:"idle_timeout_seconds,omitempty"`
-	// Out-of-order bytes buffered per connection direction (16..65536 KiB)
-	// and for all connections together (1..4096 MiB); beyond, bytes are
-	// skipped as a gap, counted, and the call marked.
+	// Out-of-order bytes buffered per connection direction (16..65536 KiB);
+	// beyond, bytes are skipped as a gap, counted, and the call marked.
 	StreamBufferKib uint32 `protobuf:"varint,10,opt,name=stream_buffer_kib,json=streamBufferKib,proto3" json:"stream_buffer_kib,omitempty"`
-	TotalBufferMib  uint32 `protobuf:"varint,11,opt,name=total_buffer_mib,json=totalBufferMib,proto3" json:"total_buffer_mib,omitempty"`
+	// The decoder's one memory budget (1..4096 MiB): tracked connections and
+	// their table slots, parser state, out-of-order copies, header and body
+	// buffers (by capacity) and calls awaiting their response. When a charge
+	// does not fit, the least recently seen connections are evicted (their
+	// bytes discarded and counted, pending requests emitted as no_response);
+	// the agent also derives its Go soft memory limit from it.
+	TotalBufferMib uint32 `protobuf:"varint,11,opt,name=total_buffer_mib,json=totalBufferMib,proto3" json:"total_buffer_mib,omitempty"`
 	// Connections tracked at once (100..10000000); beyond, new ones are
 	// counted and ignored.
 	MaxConnections uint32 `protobuf:"varint,12,opt,name=max_connections,json=maxConnections,proto3" json:"max_connections,omitempty"`
