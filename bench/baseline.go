@@ -9,15 +9,16 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/gopacket/gopacket/tcpassembly"
 	"github.com/gopacket/gopacket/tcpassembly/tcpreader"
-	"github.com/orbweaver/orbweaver/internal/pcapfile"
 )
 
 // decodeBaseline is the classic approach the issue compares with: gopacket
@@ -26,26 +27,19 @@ import (
 // (ReadResponse, paired with the connection's requests in order). It
 // builds no call records beyond their identity hash: the baseline is
 // favoured, not handicapped. collect, when set, receives each call's key.
-// mappedSource adapts a pcapfile.Reader to gopacket.PacketDataSource.
-type mappedSource struct{ r *pcapfile.Reader }
-
-// ReadPacketData implements gopacket.PacketDataSource.
-func (m mappedSource) ReadPacketData() ([]byte, gopacket.CaptureInfo, error) {
-	data, ts, err := m.r.Next()
-	return data, gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(data), Length: len(data)}, err
-}
-
 func decodeBaseline(path string, seed maphash.Seed, collect func(string)) (decodeRun, error) {
 	var r decodeRun
 	err := measure(&r, "baseline", func() error {
-		pr, err := pcapfile.Open(path)
+		f, err := os.Open(path)
 		if err != nil {
-			return err
+			return fmt.Errorf("open capture: %w", err)
 		}
-		defer pr.Close()
-		// The same reader as ours: packets are slices of the mapped file,
-		// valid until Close, so NoCopy is safe.
-		src := gopacket.NewPacketSource(mappedSource{pr}, pr.LinkType())
+		defer f.Close()
+		pr, err := pcapgo.NewReader(bufio.NewReaderSize(f, 1<<20))
+		if err != nil {
+			return fmt.Errorf("read capture: %w", err)
+		}
+		src := gopacket.NewPacketSource(pr, pr.LinkType())
 		src.DecodeOptions = gopacket.DecodeOptions{Lazy: true, NoCopy: true}
 		fac := &baseFactory{pending: make(map[[2]gopacket.Flow]*baseConn), seed: seed, collect: collect}
 		asm := tcpassembly.NewAssembler(tcpassembly.NewStreamPool(fac))

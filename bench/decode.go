@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/pcapgo"
-	"github.com/orbweaver/orbweaver/internal/pcapfile"
 
 	"github.com/orbweaver/orbweaver/agent/pipeline"
 	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
@@ -151,11 +150,15 @@ func measure(r *decodeRun, label string, f func() error) error {
 func decodeOurs(path string, seed maphash.Seed, collect func(string)) (decodeRun, error) {
 	var r decodeRun
 	err := measure(&r, "ours", func() error {
-		pr, err := pcapfile.Open(path)
+		f, err := os.Open(path)
 		if err != nil {
-			return err
+			return fmt.Errorf("open capture: %w", err)
 		}
-		defer pr.Close()
+		defer f.Close()
+		pr, err := pcapgo.NewReader(bufio.NewReaderSize(f, 1<<20))
+		if err != nil {
+			return fmt.Errorf("read capture: %w", err)
+		}
 		h := newCallHasher(seed)
 		batch := make([]*orbweaverv1.HttpCall, 0, 1000)
 		p := pipeline.New(pipeline.DefaultConfig(), func(c *model.HTTPCall) {
@@ -174,19 +177,19 @@ func decodeOurs(path string, seed maphash.Seed, collect func(string)) (decodeRun
 		lt := pr.LinkType()
 		var last time.Time
 		for {
-			data, ts, err := pr.Next()
+			data, ci, err := pr.ZeroCopyReadPacketData()
 			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {
 				return fmt.Errorf("read capture: %w", err)
 			}
-			p.Packet(lt, data, ts)
+			p.Packet(lt, data, ci.Timestamp)
 			r.packets++
 			r.bytes += int64(len(data))
-			if ts.Sub(last) > time.Second {
-				p.Tick(ts)
-				last = ts
+			if ci.Timestamp.Sub(last) > time.Second {
+				p.Tick(ci.Timestamp)
+				last = ci.Timestamp
 			}
 		}
 		p.Close()
