@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,15 +24,28 @@ import (
 	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
 )
 
-const ingestBatchSize = 1000
+// callTimes places calls in time: call j of batch b of agent a (of
+// agents) starts at base + ((b*batchSize+j)*agents+a) × 100 µs, so that
+// every stored call has its own time, agents interleave, and time moves
+// forward with the batches, as in a live deployment. (Resending the same
+// calls would let B-tree deduplication shrink the index work.)
+type callTimes struct {
+	base              time.Time
+	agents, batchSize int
+}
 
-// protoCalls returns n realistic calls starting around base.
-func protoCalls(rng *rand.Rand, n int, base time.Time) []*orbweaverv1.HttpCall {
+func (ct callTimes) start(agent, batch, j int) time.Time {
+	return ct.base.Add(time.Duration((batch*ct.batchSize+j)*ct.agents+agent) * 100 * time.Microsecond)
+}
+
+// protoCalls returns batch b of agent a: realistic calls to 50 services,
+// with the header sets agents keep by default when headers is set.
+func protoCalls(rng *rand.Rand, ct callTimes, a, b int, headers bool) []*orbweaverv1.HttpCall {
 	methods := []string{"GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE"}
-	calls := make([]*orbweaverv1.HttpCall, n)
+	calls := make([]*orbweaverv1.HttpCall, ct.batchSize)
 	for i := range calls {
 		server := rng.IntN(50)
-		start := base.Add(time.Duration(i) * time.Millisecond).UnixNano()
+		start := ct.start(a, b, i).UnixNano()
 		dur := int64(math.Exp(rng.NormFloat64()*1.0+math.Log(20)) * 1e6) // lognormal, median 20 ms
 		status := uint32(200)
 		switch p := rng.IntN(100); {
@@ -52,6 +68,12 @@ func protoCalls(rng *rand.Rand, n int, base time.Time) []*orbweaverv1.HttpCall {
 			Traceparent: fmt.Sprintf("00-%016x%016x-%016x-01", rng.Uint64(), rng.Uint64(), rng.Uint64()),
 			ParseStatus: "ok", Template: fmt.Sprintf("/api/v1/res%d/{id}", rng.IntN(200)),
 		}
+		if headers {
+			// Headers of agentconfig's default parsing.headers_keep, as
+			// an HTTP client library and a JSON API send them.
+			calls[i].RequestHeaders = fmt.Sprintf(`{"accept":"application/json","accept-encoding":"gzip","x-correlation-id":"%016x"}`, rng.Uint64())
+			calls[i].ResponseHeaders = `{"cache-control":"no-store","content-encoding":"gzip"}`
+		}
 	}
 	return calls
 }
@@ -66,16 +88,26 @@ func rawColumns() []string {
 		"request_header_size", "request_body_size", "response_header_size", "response_body_size",
 		"request_content_type", "response_content_type", "user_agent", "x_forwarded_for",
 		"x_request_id", "traceparent", "parse_status", "template",
+		"request_headers", "response_headers",
 	}
 }
 
-// rawRows converts calls into rows of rawColumns, as the store would. The
-// agent id is a pgtype.UUID: pgx encodes it directly, whereas a uuid.UUID
-// goes through driver.Valuer, a failed binary encode and a text re-parse.
+// rawRows converts calls into rows of rawColumns, as the store would,
+// shifted by 50 µs so that they do not repeat the controller path's times.
+// The agent id is a pgtype.UUID: pgx encodes it directly, whereas a
+// uuid.UUID goes through driver.Valuer, a failed binary encode and a text
+// re-parse. Header sets are pgx's jsonb from a string (NULL when absent).
 func rawRows(id uuid.UUID, calls []*orbweaverv1.HttpCall) [][]any {
 	agentID := pgtype.UUID{Bytes: id, Valid: true}
 	rows := make([][]any, len(calls))
-	ts := func(ns int64) time.Time { return time.Unix(0, ns/1000*1000) }
+	const shift = 50_000
+	ts := func(ns int64) time.Time { return time.Unix(0, (ns+shift)/1000*1000) }
+	headers := func(s string) any {
+		if s == "" {
+			return nil
+		}
+		return s
+	}
 	for i, c := range calls {
 		cip, _ := netip.AddrFromSlice(c.GetClientIp())
 		sip, _ := netip.AddrFromSlice(c.GetServerIp())
@@ -87,6 +119,7 @@ func rawRows(id uuid.UUID, calls []*orbweaverv1.HttpCall) [][]any {
 			int32(c.GetRequestHeaderSize()), c.GetRequestBodySize(), int32(c.GetResponseHeaderSize()), c.GetResponseBodySize(),
 			c.GetRequestContentType(), c.GetResponseContentType(), c.GetUserAgent(), c.GetXForwardedFor(),
 			c.GetXRequestId(), c.GetTraceparent(), c.GetParseStatus(), c.GetTemplate(),
+			headers(c.GetRequestHeaders()), headers(c.GetResponseHeaders()),
 		}
 	}
 	return rows
@@ -101,9 +134,10 @@ type ingestResult struct {
 }
 
 // runAgents streams batches of calls from len(callSets) simulated agents
-// over real gRPC streams, at most 8 unacknowledged batches each (the
-// uplink's default), and waits for every acknowledgement.
-func runAgents(ctx context.Context, addr string, callSets [][]*orbweaverv1.HttpCall, batches int) (ingestResult, error) {
+// (callSets[a][b] is batch b of agent a) over real gRPC streams, at most 8
+// unacknowledged batches each (the uplink's default), and waits for every
+// acknowledgement.
+func runAgents(ctx context.Context, addr string, callSets [][][]*orbweaverv1.HttpCall) (ingestResult, error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return ingestResult{}, fmt.Errorf("dial controller: %w", err)
@@ -117,7 +151,7 @@ func runAgents(ctx context.Context, addr string, callSets [][]*orbweaverv1.HttpC
 	type agentStream struct {
 		stream      orbweaverv1.AgentService_ConnectClient
 		agent, boot string
-		calls       []*orbweaverv1.HttpCall
+		batches     [][]*orbweaverv1.HttpCall
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -127,7 +161,7 @@ func runAgents(ctx context.Context, addr string, callSets [][]*orbweaverv1.HttpC
 		if err != nil {
 			return res, fmt.Errorf("connect: %w", err)
 		}
-		a := agentStream{stream: st, agent: uuid.NewString(), boot: uuid.NewString(), calls: callSets[i]}
+		a := agentStream{stream: st, agent: uuid.NewString(), boot: uuid.NewString(), batches: callSets[i]}
 		hello := &orbweaverv1.Hello{AgentId: a.agent, BootId: a.boot, Name: fmt.Sprintf("bench-ingest-%d", i), Version: "bench"}
 		if err := st.Send(&orbweaverv1.AgentMessage{Msg: &orbweaverv1.AgentMessage_Hello{Hello: hello}}); err != nil {
 			return res, fmt.Errorf("send hello: %w", err)
@@ -146,6 +180,7 @@ func runAgents(ctx context.Context, addr string, callSets [][]*orbweaverv1.HttpC
 	start := time.Now()
 	g, gctx := errgroup.WithContext(sctx)
 	for _, a := range streams {
+		batches := len(a.batches)
 		window := make(chan struct{}, 8)
 		sent := make([]time.Time, batches+1)
 		var smu sync.Mutex
@@ -168,7 +203,7 @@ func runAgents(ctx context.Context, addr string, callSets [][]*orbweaverv1.HttpC
 				if ack.GetError() != "" {
 					res.errors++
 				} else {
-					res.calls += int64(len(a.calls))
+					res.calls += int64(len(a.batches[ack.GetSequence()-1]))
 				}
 				mu.Unlock()
 				acked++
@@ -186,7 +221,7 @@ func runAgents(ctx context.Context, addr string, callSets [][]*orbweaverv1.HttpC
 				smu.Lock()
 				sent[seq] = time.Now()
 				smu.Unlock()
-				b := &orbweaverv1.CallBatch{AgentId: a.agent, BootId: a.boot, Sequence: uint64(seq), HttpCalls: a.calls}
+				b := &orbweaverv1.CallBatch{AgentId: a.agent, BootId: a.boot, Sequence: uint64(seq), HttpCalls: a.batches[seq-1]}
 				if err := a.stream.Send(&orbweaverv1.AgentMessage{Msg: &orbweaverv1.AgentMessage_CallBatch{CallBatch: b}}); err != nil {
 					return fmt.Errorf("send batch: %w", err)
 				}
@@ -204,16 +239,17 @@ func runAgents(ctx context.Context, addr string, callSets [][]*orbweaverv1.HttpC
 	return res, nil
 }
 
-// runRaw writes the same rows with plain CopyFrom, one writer per agent.
-func runRaw(ctx context.Context, pool *pgxpool.Pool, rowSets [][][]any, batches int) (int64, time.Duration, error) {
+// runRaw writes the same rows with plain CopyFrom, one writer per agent,
+// one COPY per batch (rowSets[a][b] is batch b of agent a).
+func runRaw(ctx context.Context, pool *pgxpool.Pool, rowSets [][][][]any) (int64, time.Duration, error) {
 	start := time.Now()
 	g, gctx := errgroup.WithContext(ctx)
 	var mu sync.Mutex
 	var total int64
 	for _, rows := range rowSets {
 		g.Go(func() error {
-			for range batches {
-				n, err := pool.CopyFrom(gctx, pgx.Identifier{"http_calls"}, rawColumns(), pgx.CopyFromRows(rows))
+			for _, batch := range rows {
+				n, err := pool.CopyFrom(gctx, pgx.Identifier{"http_calls"}, rawColumns(), pgx.CopyFromRows(batch))
 				if err != nil {
 					return fmt.Errorf("copy: %w", err)
 				}
@@ -228,6 +264,70 @@ func runRaw(ctx context.Context, pool *pgxpool.Pool, rowSets [][][]any, batches 
 		return total, 0, err
 	}
 	return total, time.Since(start), nil
+}
+
+// ingestSets returns the calls of one run for the controller path and, as
+// rows, for the raw path (each raw writer with an agent id of its own).
+func ingestSets(rng *rand.Rand, ct callTimes, batches int, headers bool) ([][][]*orbweaverv1.HttpCall, [][][][]any) {
+	callSets := make([][][]*orbweaverv1.HttpCall, ct.agents)
+	rowSets := make([][][][]any, ct.agents)
+	for a := range callSets {
+		rawAgent := uuid.New()
+		for b := range batches {
+			calls := protoCalls(rng, ct, a, b, headers)
+			callSets[a] = append(callSets[a], calls)
+			rowSets[a] = append(rowSets[a], rawRows(rawAgent, calls))
+		}
+	}
+	return callSets, rowSets
+}
+
+// postgresCPU returns the CPU time used so far by the cluster's server
+// processes: the postmaster, its live children and the children it has
+// reaped (autovacuum workers, ended sessions).
+func postgresCPU(dataDir string) (time.Duration, error) {
+	raw, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("postmaster.pid: %w", err)
+	}
+	first, _, _ := strings.Cut(string(raw), "\n")
+	postmaster, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		return 0, fmt.Errorf("postmaster.pid: %w", err)
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	var ticks int64
+	for _, ent := range entries {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + ent.Name() + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		st := string(b)
+		f := strings.Fields(st[strings.LastIndexByte(st, ')')+1:])
+		if len(f) < 15 {
+			continue
+		}
+		// f[1] is the parent pid; f[11..14] utime, stime, cutime, cstime.
+		if ppid, _ := strconv.Atoi(f[1]); pid != postmaster && ppid != postmaster {
+			continue
+		}
+		last := 12
+		if pid == postmaster {
+			last = 14
+		}
+		for _, v := range f[11 : last+1] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
 // benchIngest is section 3.
@@ -253,51 +353,96 @@ func benchIngest(ctx context.Context, e *env, rep *report) error {
 	}
 	defer pool.Close()
 	rng := rand.New(rand.NewPCG(3, 4))
-	callSets := make([][]*orbweaverv1.HttpCall, s.IngestAgents)
-	rowSets := make([][][]any, s.IngestAgents)
-	rawAgent := uuid.New()
-	for i := range callSets {
-		callSets[i] = protoCalls(rng, ingestBatchSize, time.Now())
-		rowSets[i] = rawRows(rawAgent, callSets[i])
+	ct := callTimes{base: time.Now(), agents: s.IngestAgents, batchSize: e.cfg.ingestBatchSize}
+	span := ct.start(0, s.IngestBatches, 0).Sub(ct.base) // of one run's calls
+	// measure runs one path and returns the CPU time Postgres and this
+	// process (simulated agents, controller or raw writers) spent on it.
+	measure := func(f func() error) (pgCPU, selfCPU time.Duration, err error) {
+		pg0, err := postgresCPU(cluster.DataDir())
+		if err != nil {
+			return 0, 0, err
+		}
+		self0, err := procCPU(os.Getpid())
+		if err != nil {
+			return 0, 0, err
+		}
+		if err := f(); err != nil {
+			return 0, 0, err
+		}
+		pg1, err := postgresCPU(cluster.DataDir())
+		if err != nil {
+			return 0, 0, err
+		}
+		self1, err := procCPU(os.Getpid())
+		return pg1 - pg0, self1 - self0, err
 	}
-	var ours, raw, ratio, p50, p99, errs []float64
+	var ours, raw, ratio, p50, p99, errs, pgOurs, pgRaw []float64
 	for run := range e.cfg.runs {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		callSets, rowSets := ingestSets(rng, ct, s.IngestBatches, e.cfg.ingestHeaders)
+		ct.base = ct.base.Add(span) // the next run's calls come later
 		var (
-			r          ingestResult
-			rawN       int64
-			rawElapsed time.Duration
-			err1, err2 error
+			r                   ingestResult
+			rawN                int64
+			rawElapsed          time.Duration
+			pgOursCPU, pgRawCPU time.Duration
+			meOursCPU, meRawCPU time.Duration
 		)
-		// Alternate the order so that table growth favours neither.
-		if run%2 == 0 {
-			rawN, rawElapsed, err2 = runRaw(ctx, pool, rowSets, s.IngestBatches)
-			r, err1 = runAgents(ctx, addr, callSets, s.IngestBatches)
-		} else {
-			r, err1 = runAgents(ctx, addr, callSets, s.IngestBatches)
-			rawN, rawElapsed, err2 = runRaw(ctx, pool, rowSets, s.IngestBatches)
+		runOurs := func() (err error) {
+			pgOursCPU, meOursCPU, err = measure(func() (err error) {
+				r, err = runAgents(ctx, addr, callSets)
+				return err
+			})
+			return err
 		}
-		if err := errors.Join(err1, err2); err != nil {
+		runRawPath := func() (err error) {
+			pgRawCPU, meRawCPU, err = measure(func() (err error) {
+				rawN, rawElapsed, err = runRaw(ctx, pool, rowSets)
+				return err
+			})
+			return err
+		}
+		// Alternate the order so that table growth favours neither.
+		first, second := runRawPath, runOurs
+		if run%2 == 1 {
+			first, second = runOurs, runRawPath
+		}
+		if err := first(); err != nil {
+			return err
+		}
+		if err := second(); err != nil {
 			return err
 		}
 		o := float64(r.calls) / r.elapsed.Seconds()
 		c := float64(rawN) / rawElapsed.Seconds()
-		e.logf("ingest run %d: controller %.0f calls/s (%d calls, %s), raw CopyFrom %.0f rows/s", run+1, o, r.calls, r.elapsed.Round(time.Millisecond), c)
+		perCall := func(d time.Duration, n int64) float64 { return float64(d.Microseconds()) / float64(n) }
+		po, pr := perCall(pgOursCPU, r.calls), perCall(pgRawCPU, rawN)
+		e.logf("ingest run %d: controller %.0f calls/s (%d calls, %s; CPU µs/call: Postgres %.1f, agents+controller %.1f), "+
+			"raw CopyFrom %.0f rows/s (CPU µs/row: Postgres %.1f, writers %.1f)",
+			run+1, o, r.calls, r.elapsed.Round(time.Millisecond), po, perCall(meOursCPU, r.calls), c, pr, perCall(meRawCPU, rawN))
 		ours = append(ours, o)
 		raw = append(raw, c)
 		ratio = append(ratio, 100*o/c)
 		p50 = append(p50, percentileMs(r.acks, 50))
 		p99 = append(p99, percentileMs(r.acks, 99))
 		errs = append(errs, float64(r.errors))
+		pgOurs = append(pgOurs, po)
+		pgRaw = append(pgRaw, pr)
 	}
-	in := fmt.Sprintf("%d agents × %d batches × %d calls, ≤8 batches in flight per agent", s.IngestAgents, s.IngestBatches, ingestBatchSize)
+	headers := "no header sets"
+	if e.cfg.ingestHeaders {
+		headers = "request and response header sets"
+	}
+	in := fmt.Sprintf("%d agents × %d batches × %d calls (%s), ≤8 batches in flight per agent", s.IngestAgents, s.IngestBatches, ct.batchSize, headers)
 	rep.add(sec, "controller committed calls/s", "calls/s", ours, atLeast(150_000), in)
-	rep.add(sec, "raw pgx CopyFrom ceiling", "rows/s", raw, nil, fmt.Sprintf("%d writers, same rows, same table and indexes", s.IngestAgents))
+	rep.add(sec, "raw pgx CopyFrom ceiling", "rows/s", raw, nil, fmt.Sprintf("%d writers, a COPY per batch, same rows, same table and indexes", s.IngestAgents))
 	rep.add(sec, "controller / raw ceiling (same run)", "%", ratio, atLeast(70), "")
 	rep.add(sec, "batch ack latency p50", "ms", p50, nil, "send → ack, includes queueing behind the window")
 	rep.add(sec, "batch ack latency p99", "ms", p99, nil, "")
 	rep.add(sec, "batches acked with an error", "count", errs, below(1), "")
+	rep.add(sec, "Postgres CPU per call, controller path", "µs", pgOurs, nil, "all server processes; less sensitive to a shared machine than rates")
+	rep.add(sec, "Postgres CPU per row, raw CopyFrom", "µs", pgRaw, nil, "")
 	return nil
 }

@@ -48,6 +48,9 @@ type config struct {
 	keep       bool
 	tshark     bool
 	explain    bool
+	// ingest: calls per batch and whether calls carry header sets.
+	ingestBatchSize int
+	ingestHeaders   bool
 	// hostileChild runs only the hostile-load measurement and writes its
 	// result as JSON on stdout (used by the parent for an honest RSS).
 	hostileChild bool
@@ -93,6 +96,10 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&cfg.tshark, "tshark", true, "compare with tshark in the decode section when it is installed")
 	fs.BoolVar(&cfg.explain, "explain", false, "queries: log EXPLAIN (ANALYZE, BUFFERS) of each query before timing it")
 	queryRows := fs.Int("query-rows", 0, "queries: stored calls (0: the size's default)")
+	ingestAgents := fs.Int("ingest-agents", 0, "ingest: simulated agents (0: the size's default)")
+	ingestBatches := fs.Int("ingest-batches", 0, "ingest: batches each agent sends per run (0: the size's default)")
+	fs.IntVar(&cfg.ingestBatchSize, "ingest-batch-size", 1000, "ingest: calls per batch (the agent's default shipping.batch_max_calls)")
+	fs.BoolVar(&cfg.ingestHeaders, "ingest-headers", true, "ingest: calls carry request and response header sets (jsonb), as agents store by default")
 	fs.BoolVar(&cfg.hostileChild, "hostile-child", false, "internal: run the hostile-load measurement and print JSON")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -106,6 +113,15 @@ func parseFlags(args []string) (config, error) {
 	}
 	if *queryRows > 0 {
 		s.QueryRows = *queryRows
+	}
+	if *ingestAgents > 0 {
+		s.IngestAgents = *ingestAgents
+	}
+	if *ingestBatches > 0 {
+		s.IngestBatches = *ingestBatches
+	}
+	if cfg.ingestBatchSize < 1 {
+		return config{}, fmt.Errorf("-ingest-batch-size %d: must be at least 1", cfg.ingestBatchSize)
 	}
 	cfg.sizes = s
 	if cfg.runs < 1 {

@@ -132,7 +132,8 @@ func Run(ctx context.Context, cfg Config) error {
 	} else {
 		log.Warn("authentication is off: any client may connect")
 	}
-	srv := newGRPCServer(st, reg, met, log, opts...)
+	agentSvc := agents.NewService(st, reg, log, met)
+	srv := newGRPCServer(st, agentSvc, reg, log, opts...)
 	log.Info("controller listening", "addr", lis.Addr().String(), "version", cfg.Version)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -143,12 +144,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	})
 	g.Go(func() error { return st.Run(gctx) })
+	// The batch writers outlive the graceful stop, so that the batches
+	// received before it are stored and acknowledged.
+	writersCtx, stopWriters := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWriters()
+	g.Go(func() error { return agentSvc.Run(writersCtx) })
 	if cfg.MetricsListen != "" {
 		g.Go(func() error { return metricsserver.Run(gctx, cfg.MetricsListen, met.Registry(), log) })
 	}
 	g.Go(func() error {
 		<-gctx.Done()
 		stopGracefully(srv, 5*time.Second)
+		stopWriters()
 		return nil
 	})
 	if cfg.OnReady != nil {
@@ -164,7 +171,7 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-func newGRPCServer(st *store.Store, reg *agents.Registry, met *metrics.Metrics, log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
+func newGRPCServer(st *store.Store, agentSvc *agents.Service, reg *agents.Registry, log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 	srv := grpc.NewServer(append(opts,
 		// Ping idle agents so a dead peer (host gone, cable cut) is noticed
 		// within ~30 s and the agent shows as not visible.
@@ -172,7 +179,7 @@ func newGRPCServer(st *store.Store, reg *agents.Registry, met *metrics.Metrics, 
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(64<<20),
 	)...)
-	orbweaverv1.RegisterAgentServiceServer(srv, agents.NewService(st, reg, log, met))
+	orbweaverv1.RegisterAgentServiceServer(srv, agentSvc)
 	uploads := upload.New(st, upload.Config{Logger: log.With("component", "upload")})
 	orbweaverv1.RegisterControlServiceServer(srv, control.NewService(st, reg, compileFilter, uploads, log))
 	hs := health.NewServer()

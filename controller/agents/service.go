@@ -3,9 +3,7 @@ package agents
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,7 +22,7 @@ type Store interface {
 	AckAgentConfig(ctx context.Context, id string, version uint64, applyError string, reported *orbweaverv1.AgentConfig) error
 	SetAgentState(ctx context.Context, id, state, reason string, lastSeen time.Time) error
 	InsertHeartbeat(ctx context.Context, agentID string, hb *orbweaverv1.Heartbeat, at time.Time) error
-	InsertCallBatch(ctx context.Context, b *orbweaverv1.CallBatch) (store.BatchResult, error)
+	InsertCallBatches(ctx context.Context, batches []*orbweaverv1.CallBatch) ([]store.BatchResult, error)
 }
 
 // Observer is told about ingest events (for metrics); it may be nil.
@@ -37,7 +35,8 @@ type Observer interface {
 	IngestQueueDec()
 }
 
-// Service implements orbweaverv1.AgentServiceServer.
+// Service implements orbweaverv1.AgentServiceServer. Its Run method stores
+// the call batches the streams receive.
 type Service struct {
 	orbweaverv1.UnimplementedAgentServiceServer
 
@@ -45,14 +44,19 @@ type Service struct {
 	registry *Registry
 	log      *slog.Logger
 	observer Observer
-	// IngestWorkers is the number of batches of one stream stored
-	// concurrently (default 2).
-	ingestWorkers int
+	// jobs holds the batches received on every stream, waiting for one
+	// of ingestWriters writers; a writer stores up to about
+	// ingestMaxCalls calls in one transaction.
+	jobs           chan ingestJob
+	ingestWriters  int
+	ingestMaxCalls int
 }
 
-// NewService returns the stream handler.
+// NewService returns the stream handler. Run must run for streams to make
+// progress.
 func NewService(st Store, reg *Registry, log *slog.Logger, obs Observer) *Service {
-	return &Service{store: st, registry: reg, log: log, observer: obs, ingestWorkers: 2}
+	return &Service{store: st, registry: reg, log: log, observer: obs,
+		jobs: make(chan ingestJob, ingestQueue), ingestWriters: defaultIngestWriters, ingestMaxCalls: ingestMaxCalls}
 }
 
 // Connect serves one agent stream. The first message must be a Hello.
@@ -130,18 +134,8 @@ func (s *Service) Connect(stream orbweaverv1.AgentService_ConnectServer) error {
 		return err
 	}
 
-	batches := make(chan *orbweaverv1.CallBatch, 64)
-	errc := make(chan error, 2)
-	var workers sync.WaitGroup
-	for range s.ingestWorkers {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			s.ingest(ctx, sess, batches, log)
-		}()
-	}
-	defer workers.Wait()
-	go func() { errc <- s.receive(ctx, stream, sess, batches, log) }()
+	errc := make(chan error, 1)
+	go func() { errc <- s.receive(ctx, stream, sess, log) }()
 
 	for {
 		select {
@@ -164,8 +158,7 @@ func (s *Service) Connect(stream orbweaverv1.AgentService_ConnectServer) error {
 
 // receive reads the stream until it ends; it is the only caller of Recv
 // after the hello.
-func (s *Service) receive(ctx context.Context, stream orbweaverv1.AgentService_ConnectServer, sess *session, batches chan<- *orbweaverv1.CallBatch, log *slog.Logger) error {
-	defer close(batches)
+func (s *Service) receive(ctx context.Context, stream orbweaverv1.AgentService_ConnectServer, sess *session, log *slog.Logger) error {
 	for {
 		m, err := stream.Recv()
 		if err != nil {
@@ -204,55 +197,11 @@ func (s *Service) receive(ctx context.Context, stream orbweaverv1.AgentService_C
 				log.Warn("store config ack", "err", err)
 			}
 		case *orbweaverv1.AgentMessage_CallBatch:
-			if s.observer != nil {
-				s.observer.IngestQueueInc()
-			}
-			select {
-			case batches <- msg.CallBatch:
-			case <-ctx.Done():
-				if s.observer != nil {
-					s.observer.IngestQueueDec()
-				}
-				return ctx.Err()
+			if err := s.submit(ingestJob{ctx: ctx, sess: sess, batch: msg.CallBatch, log: log}); err != nil {
+				return err
 			}
 		case *orbweaverv1.AgentMessage_Hello:
 			return status.Error(codes.InvalidArgument, "hello may only be sent once per stream")
-		}
-	}
-}
-
-// ingest stores batches and acknowledges each after its commit.
-func (s *Service) ingest(ctx context.Context, sess *session, batches <-chan *orbweaverv1.CallBatch, log *slog.Logger) {
-	for b := range batches {
-		if s.observer != nil {
-			s.observer.IngestQueueDec()
-		}
-		ack := &orbweaverv1.BatchAck{BootId: b.GetBootId(), Sequence: b.GetSequence()}
-		if b.GetAgentId() != sess.agentID {
-			ack.Error = fmt.Sprintf("batch agent_id %q does not match the stream's agent %q", b.GetAgentId(), sess.agentID)
-		} else {
-			start := time.Now()
-			res, err := s.store.InsertCallBatch(ctx, b)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				log.Error("store call batch", "sequence", b.GetSequence(), "calls", len(b.GetHttpCalls()), "err", err)
-				ack.Error = "storage failed; resend later"
-				if s.observer != nil {
-					s.observer.BatchFailed(err)
-				}
-			} else {
-				ack.Duplicate = res.Duplicate
-				if s.observer != nil {
-					s.observer.BatchStored(res.Rows, res.Duplicate, time.Since(start))
-				}
-			}
-		}
-		select {
-		case sess.out <- &orbweaverv1.ControllerMessage{Msg: &orbweaverv1.ControllerMessage_BatchAck{BatchAck: ack}}:
-		case <-ctx.Done():
-			return
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -16,16 +17,22 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
 )
 
-// BatchResult tells what InsertCallBatch stored.
+// BatchResult tells what InsertCallBatch or InsertCallBatches stored for
+// one batch.
 type BatchResult struct {
 	// Duplicate: the batch had been stored before; nothing was stored now.
 	Duplicate bool
 	// Rows is the number of calls stored by this call (0 for a duplicate).
 	Rows int
+	// Err (InsertCallBatches only) is why this batch was refused on its
+	// own account (ids out of range, calls that cannot be encoded); nothing
+	// of it was stored, and a resend after a fix is accepted.
+	Err error
 }
 
 // httpCallColumns are the http_calls columns InsertCallBatch writes, in
@@ -77,78 +84,235 @@ var copyCallsSQL = "COPY http_calls (" + strings.Join(httpCallColumns, ", ") + "
 // response_body present), and so is *_body_truncated; counts are clamped
 // to their column types.
 func (s *Store) InsertCallBatch(ctx context.Context, b *orbweaverv1.CallBatch) (BatchResult, error) {
+	res, err := s.InsertCallBatches(ctx, []*orbweaverv1.CallBatch{b})
+	if err != nil {
+		return BatchResult{}, err
+	}
+	if res[0].Err != nil {
+		return BatchResult{}, res[0].Err
+	}
+	return res[0], nil
+}
+
+// batchKey identifies a batch in ingested_batches.
+type batchKey struct {
+	agent, boot [16]byte
+	seq         int64
+}
+
+// InsertCallBatches stores several batches, each exactly once as
+// InsertCallBatch does, in one transaction and one COPY: the controller
+// coalesces the batches waiting to be stored, which costs Postgres less per
+// call than a transaction per batch. results[i] is batches[i]'s. A batch
+// refused on its own account has results[i].Err set and the others are
+// stored. An error means the transaction failed and nothing was stored;
+// one batch can fail the transaction for all (a value the server rejects),
+// so callers retry the batches one by one before blaming any. A batch given
+// twice is stored once and reported once as a duplicate. Safe for
+// concurrent use; concurrent inserts of the same batch store it once.
+func (s *Store) InsertCallBatches(ctx context.Context, batches []*orbweaverv1.CallBatch) ([]BatchResult, error) {
+	results := make([]BatchResult, len(batches))
+	enc := s.encoders.Get().(*copyEncoder)
+	defer s.encoders.Put(enc)
+	enc.start(time.Now())
+	var (
+		keys     []batchKey
+		pending  []int // batches[i] recorded in keys, same order
+		segments [][2]int
+		first    = make(map[batchKey]int, len(batches))
+		repeats  map[int]int // batch index → index of the same batch earlier in batches
+	)
+	for i, b := range batches {
+		k, err := keyOf(b)
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		if j, ok := first[k]; ok {
+			if repeats == nil {
+				repeats = map[int]int{}
+			}
+			repeats[i] = j
+			continue
+		}
+		first[k] = i
+		from := len(enc.buf)
+		if err := enc.add(k.agent, b.GetHttpCalls()); err != nil {
+			results[i].Err = fmt.Errorf("store: insert batch %s/%s/%d: encode calls: %w", b.GetAgentId(), b.GetBootId(), b.GetSequence(), err)
+			continue
+		}
+		keys = append(keys, k)
+		pending = append(pending, i)
+		segments = append(segments, [2]int{from, len(enc.buf)})
+	}
+	if len(keys) > 0 {
+		if err := s.storeBatches(ctx, enc, batches, keys, pending, segments, results); err != nil {
+			if len(batches) == 1 {
+				b := batches[0]
+				return nil, fmt.Errorf("store: insert batch %s/%s/%d: %w", b.GetAgentId(), b.GetBootId(), b.GetSequence(), err)
+			}
+			return nil, fmt.Errorf("store: insert %d batches: %w", len(batches), err)
+		}
+	}
+	for i, j := range repeats {
+		if results[j].Err != nil {
+			results[i].Err = results[j].Err
+		} else {
+			results[i].Duplicate = true
+		}
+	}
+	return results, nil
+}
+
+// keyOf validates a batch's identity.
+func keyOf(b *orbweaverv1.CallBatch) (batchKey, error) {
 	agentID, err := uuid.Parse(b.GetAgentId())
 	if err != nil {
-		return BatchResult{}, fmt.Errorf("store: insert batch: agent id %q: %w", b.GetAgentId(), err)
+		return batchKey{}, fmt.Errorf("store: insert batch: agent id %q: %w", b.GetAgentId(), err)
 	}
 	bootID, err := uuid.Parse(b.GetBootId())
 	if err != nil {
-		return BatchResult{}, fmt.Errorf("store: insert batch: boot id %q: %w", b.GetBootId(), err)
+		return batchKey{}, fmt.Errorf("store: insert batch: boot id %q: %w", b.GetBootId(), err)
 	}
 	if b.GetSequence() > math.MaxInt64 {
-		return BatchResult{}, fmt.Errorf("store: insert batch: sequence %d out of range", b.GetSequence())
+		return batchKey{}, fmt.Errorf("store: insert batch: sequence %d out of range", b.GetSequence())
 	}
-	calls := b.GetHttpCalls()
-	if len(calls) > math.MaxInt32 {
-		return BatchResult{}, fmt.Errorf("store: insert batch: %d calls", len(calls))
+	if len(b.GetHttpCalls()) > math.MaxInt32 {
+		return batchKey{}, fmt.Errorf("store: insert batch: %d calls", len(b.GetHttpCalls()))
 	}
-	var res BatchResult
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO ingested_batches (agent_id, boot_id, sequence, calls)
-			VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
-			agentID, bootID, int64(b.GetSequence()), int32(len(calls)))
+	return batchKey{agent: agentID, boot: bootID, seq: int64(b.GetSequence())}, nil
+}
+
+// recordBatchesSQL records batches in ingested_batches, in key order (so
+// that concurrent transactions recording the same batches wait for each
+// other instead of deadlocking), and returns those not recorded before.
+const recordBatchesSQL = `INSERT INTO ingested_batches (agent_id, boot_id, sequence, calls)
+	SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::int[]) ORDER BY 1, 2, 3
+	ON CONFLICT DO NOTHING
+	RETURNING agent_id, boot_id, sequence`
+
+// storeBatches runs the transaction of InsertCallBatches: batches[pending[i]]
+// has key keys[i] and its rows in enc.buf[segments[i][0]:segments[i][1]].
+func (s *Store) storeBatches(ctx context.Context, enc *copyEncoder, batches []*orbweaverv1.CallBatch,
+	keys []batchKey, pending []int, segments [][2]int, results []BatchResult) error {
+	agentIDs := make([]pgtype.UUID, len(keys))
+	bootIDs := make([]pgtype.UUID, len(keys))
+	seqs := make([]int64, len(keys))
+	counts := make([]int32, len(keys))
+	for i, k := range keys {
+		agentIDs[i] = pgtype.UUID{Bytes: k.agent, Valid: true}
+		bootIDs[i] = pgtype.UUID{Bytes: k.boot, Valid: true}
+		seqs[i] = k.seq
+		counts[i] = int32(len(batches[pending[i]].GetHttpCalls()))
+	}
+	var stored []int // indexes into keys
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		stored = stored[:0]
+		rows, err := tx.Query(ctx, recordBatchesSQL, agentIDs, bootIDs, seqs, counts)
 		if err != nil {
-			return fmt.Errorf("record batch: %w", err)
+			return fmt.Errorf("record batches: %w", err)
 		}
-		if tag.RowsAffected() == 0 {
-			res.Duplicate = true
+		isNew := make(map[batchKey]bool, len(keys))
+		var k batchKey
+		_, err = pgx.ForEachRow(rows, []any{&k.agent, &k.boot, &k.seq}, func() error {
+			isNew[k] = true
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("record batches: %w", err)
+		}
+		var calls int64
+		for i, k := range keys {
+			if isNew[k] {
+				stored = append(stored, i)
+				calls += int64(counts[i])
+			}
+		}
+		if calls == 0 {
 			return nil
 		}
-		if len(calls) == 0 {
-			return nil
+		var data []byte
+		if len(stored) == len(keys) {
+			data = enc.finish()
+		} else {
+			parts := make([][2]int, len(stored))
+			for j, i := range stored {
+				parts[j] = segments[i]
+			}
+			data = enc.subset(parts)
 		}
-		enc := s.encoders.Get().(*copyEncoder)
-		defer s.encoders.Put(enc)
-		enc.agentID, enc.now = agentID, time.Now()
-		data, err := enc.encode(calls)
-		if err != nil {
-			return fmt.Errorf("encode calls: %w", err)
-		}
-		tagCopy, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(data), copyCallsSQL)
+		tag, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(data), copyCallsSQL)
 		if err != nil {
 			return fmt.Errorf("copy calls: %w", err)
 		}
-		res.Rows = int(tagCopy.RowsAffected())
+		if tag.RowsAffected() != calls {
+			return fmt.Errorf("copy calls: %d rows copied, want %d", tag.RowsAffected(), calls)
+		}
+		if err := writeRollups(ctx, tx, enc.now, batches, pending, stored); err != nil { // per-minute rollups (rollup.go, migration 0011)
+			return fmt.Errorf("rollups: %w", err)
+		}
 		return nil
 	})
 	if err != nil {
-		return BatchResult{}, fmt.Errorf("store: insert batch %s/%s/%d: %w", agentID, bootID, b.GetSequence(), err)
+		return err
 	}
-	return res, nil
+	for i := range keys {
+		results[pending[i]].Duplicate = true
+	}
+	for _, i := range stored {
+		results[pending[i]] = BatchResult{Rows: int(counts[i])}
+	}
+	return nil
 }
 
 // copyHeader starts a binary COPY stream: signature, flags, no extension.
 var copyHeader = []byte("PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00")
 
-// copyEncoder writes the calls of a batch in PostgreSQL's binary COPY
-// format, straight from the protobuf messages: no per-value interface
-// boxing, no reflection, one buffer reused across batches.
+// copyEncoder writes calls in PostgreSQL's binary COPY format, straight
+// from the protobuf messages: no per-value interface boxing, no
+// reflection, buffers reused across transactions. Use start, add for each
+// batch, then finish or subset.
 type copyEncoder struct {
 	buf     []byte
+	sub     []byte // subset's stream
 	agentID uuid.UUID
 	now     time.Time
 }
 
-// encode returns the COPY stream for calls (valid until the next call).
-func (e *copyEncoder) encode(calls []*orbweaverv1.HttpCall) ([]byte, error) {
+// start begins a stream; now is the time of calls that have none.
+func (e *copyEncoder) start(now time.Time) {
 	e.buf = append(e.buf[:0], copyHeader...)
+	e.now = now
+}
+
+// add appends the rows of one agent's calls. On error nothing is appended.
+func (e *copyEncoder) add(agentID uuid.UUID, calls []*orbweaverv1.HttpCall) error {
+	from := len(e.buf)
+	e.agentID = agentID
 	for i, h := range calls {
 		if err := e.row(h); err != nil {
-			return nil, fmt.Errorf("call %d: %w", i, err)
+			e.buf = e.buf[:from]
+			return fmt.Errorf("call %d: %w", i, err)
 		}
 	}
+	return nil
+}
+
+// finish returns the stream of every row added (valid until start).
+func (e *copyEncoder) finish() []byte {
 	e.buf = binary.BigEndian.AppendUint16(e.buf, 0xffff) // trailer: -1
-	return e.buf, nil
+	return e.buf
+}
+
+// subset returns a stream of the rows in the given ranges of e.buf (valid
+// until the next subset).
+func (e *copyEncoder) subset(parts [][2]int) []byte {
+	e.sub = append(e.sub[:0], copyHeader...)
+	for _, p := range parts {
+		e.sub = append(e.sub, e.buf[p[0]:p[1]]...)
+	}
+	e.sub = binary.BigEndian.AppendUint16(e.sub, 0xffff)
+	return e.sub
 }
 
 func (e *copyEncoder) row(h *orbweaverv1.HttpCall) error {
@@ -382,10 +546,12 @@ func (e *copyEncoder) optSize(captured bool, v int64) {
 }
 
 // jsonb writes s as jsonb (format version 1), NULL when empty or not a
-// JSON object: one bad value from an agent must not fail its batch. jsonb
-// rejects \u0000, which becomes U+FFFD.
+// JSON object PostgreSQL accepts: one bad value from an agent must not fail
+// its batch (and the others stored with it). jsonb rejects \u0000, which
+// becomes U+FFFD, and a \u escape of half a surrogate pair, which makes the
+// value NULL.
 func (e *copyEncoder) jsonb(s string) {
-	if len(s) < 2 || s[0] != '{' || !json.Valid(unsafe.Slice(unsafe.StringData(s), len(s))) {
+	if len(s) < 2 || s[0] != '{' || !json.Valid(unsafe.Slice(unsafe.StringData(s), len(s))) || loneSurrogate(s) {
 		e.null()
 		return
 	}
@@ -395,6 +561,53 @@ func (e *copyEncoder) jsonb(s string) {
 	e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(len(s)+1))
 	e.buf = append(e.buf, 1)
 	e.buf = append(e.buf, s...)
+}
+
+// loneSurrogate tells whether valid JSON s has a \u escape of a UTF-16
+// surrogate that is not followed or preceded by its other half (encoding/json
+// accepts it, PostgreSQL's JSON parser does not).
+func loneSurrogate(s string) bool {
+	if !strings.Contains(s, `\u`) {
+		return false
+	}
+	high := false // the previous escape was a high surrogate
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' {
+			if high {
+				return true
+			}
+			continue
+		}
+		i++ // s is valid JSON: an escape has its character
+		if s[i] != 'u' {
+			if high {
+				return true
+			}
+			continue
+		}
+		v, err := strconv.ParseUint(s[i+1:i+5], 16, 16)
+		if err != nil {
+			return true
+		}
+		i += 4
+		switch {
+		case v >= 0xd800 && v < 0xdc00:
+			if high {
+				return true
+			}
+			high = true
+		case v >= 0xdc00 && v < 0xe000:
+			if !high {
+				return true
+			}
+			high = false
+		default:
+			if high {
+				return true
+			}
+		}
+	}
+	return high
 }
 
 var errIPLength = errors.New("want 4 or 16 bytes")

@@ -407,6 +407,8 @@ func TestInsertCallBatchDerivedFields(t *testing.T) {
 	withFields.RequestRetransmissions, withFields.ResponseRetransmissions = 1, 3
 	noRequest := call(base.Add(time.Second))
 	noRequest.Method, noRequest.RequestStartNs, noRequest.RequestEndNs, noRequest.ParseStatus = "", 0, 0, "no_request"
+	noRequest.RequestHeaders = `{"x":"a\ud800b"}`                    // half a surrogate pair: PostgreSQL refuses it, NULL
+	noRequest.ResponseHeaders = `{"x":"\ud83d\ude00","y":"\\ud800"}` // a pair, and an escaped backslash
 
 	want := []derivedRow{
 		{
@@ -421,7 +423,8 @@ func TestInsertCallBatchDerivedFields(t *testing.T) {
 		},
 		{
 			// No request: request-side fields NULL; no body captured.
-			Template: nil, ReqEncoding: ptr(""), RespEncoding: ptr(""), ReqRetrans: ptr[int32](0), RespRetrans: ptr[int32](0),
+			Template: nil, RespHeaders: ptr(`{"x": "😀", "y": "\\ud800"}`),
+			ReqEncoding: ptr(""), RespEncoding: ptr(""), ReqRetrans: ptr[int32](0), RespRetrans: ptr[int32](0),
 		},
 	}
 	s := open(t)
@@ -447,4 +450,108 @@ func fmtRow(d derivedRow) string {
 		fmt.Fprintf(&b, "%s=%v ", v.Type().Field(i).Name, show(v.Field(i)))
 	}
 	return b.String()
+}
+
+func TestInsertCallBatches(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	now := time.Now()
+	badIP := call(now)
+	badIP.ServerIp = []byte{1, 2, 3}
+	if _, err := s.InsertCallBatch(ctx, batch(1, call(now))); err != nil {
+		t.Fatal(err)
+	}
+	b2 := batch(2, call(now), call(now))
+	batches := []*orbweaverv1.CallBatch{
+		batch(1, call(now)), // stored before
+		b2,
+		batch(3, call(now), badIP),
+		{AgentId: "agent-1", BootId: testBoot, Sequence: 4},
+		b2, // the same batch twice in one call
+		batch(5),
+		batch(6, call(now), call(now), call(now)),
+	}
+	res, err := s.InsertCallBatches(ctx, batches)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]string, len(res))
+	for i, r := range res {
+		got[i] = fmt.Sprintf("dup=%v rows=%d err=%v", r.Duplicate, r.Rows, r.Err)
+	}
+	equalStrings(t, "results", got, []string{
+		"dup=true rows=0 err=<nil>",
+		"dup=false rows=2 err=<nil>",
+		"dup=false rows=0 err=store: insert batch " + testAgent + "/" + testBoot + "/3: encode calls: call 1: server ip: 3 bytes: want 4 or 16 bytes",
+		`dup=false rows=0 err=store: insert batch: agent id "agent-1": invalid UUID length: 7`,
+		"dup=true rows=0 err=<nil>",
+		"dup=false rows=0 err=<nil>",
+		"dup=false rows=3 err=<nil>",
+	})
+	equalStrings(t, "ingested_batches", queryStrings(t, s, "SELECT sequence || ' ' || calls FROM ingested_batches ORDER BY sequence"),
+		[]string{"1 1", "2 2", "5 0", "6 3"})
+	if n, err := s.CountCalls(ctx, testAgent); err != nil || n != 6 {
+		t.Errorf("CountCalls = %d, %v; want 6", n, err)
+	}
+	// The refused batch, fixed, is accepted.
+	if r, err := s.InsertCallBatch(ctx, batch(3, call(now))); err != nil || r != (store.BatchResult{Rows: 1}) {
+		t.Errorf("fixed batch 3: %+v, %v", r, err)
+	}
+}
+
+// Writers storing overlapping groups of batches in opposite orders store
+// each batch once and do not deadlock.
+func TestInsertCallBatchesConcurrentOverlap(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	const n = 40
+	batches := make([]*orbweaverv1.CallBatch, n)
+	for i := range batches {
+		batches[i] = batch(uint64(i+1), call(time.Now()), call(time.Now()))
+	}
+	reversed := make([]*orbweaverv1.CallBatch, n)
+	for i, b := range batches {
+		reversed[n-1-i] = b
+	}
+	var wg sync.WaitGroup
+	results := make([][]store.BatchResult, 4)
+	errs := make([]error, 4)
+	for w := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			group := batches
+			if w%2 == 1 {
+				group = reversed
+			}
+			results[w], errs[w] = s.InsertCallBatches(ctx, group)
+		}()
+	}
+	wg.Wait()
+	stored := map[uint64]int{}
+	for w, res := range results {
+		if errs[w] != nil {
+			t.Fatalf("writer %d: %v", w, errs[w])
+		}
+		group := batches
+		if w%2 == 1 {
+			group = reversed
+		}
+		for i, r := range res {
+			if r.Err != nil {
+				t.Fatalf("writer %d batch %d: %v", w, group[i].GetSequence(), r.Err)
+			}
+			if !r.Duplicate {
+				stored[group[i].GetSequence()]++
+			}
+		}
+	}
+	for seq := uint64(1); seq <= n; seq++ {
+		if stored[seq] != 1 {
+			t.Errorf("batch %d stored %d times by the writers", seq, stored[seq])
+		}
+	}
+	if c, err := s.CountCalls(ctx, ""); err != nil || c != 2*n {
+		t.Errorf("CountCalls = %d, %v; want %d", c, err, 2*n)
+	}
 }

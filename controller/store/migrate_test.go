@@ -2,12 +2,20 @@ package store_test
 
 import (
 	"context"
+	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/orbweaver/orbweaver/controller/store"
+	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
 	"github.com/orbweaver/orbweaver/internal/pgtest"
+	"github.com/orbweaver/orbweaver/migrations"
 )
 
 func TestMigrateIdempotent(t *testing.T) {
@@ -20,11 +28,13 @@ func TestMigrateIdempotent(t *testing.T) {
 	}
 	equalStrings(t, "schema_migrations",
 		queryStrings(t, s, "SELECT version || ' ' || name || ' ' || (applied_at IS NOT NULL) FROM schema_migrations ORDER BY version"),
-		[]string{"1 timescaledb true", "2 agents true", "3 agent_heartbeats true", "4 http_calls true", "5 ingested_batches true", "6 config_layers true", "7 http_call_fields true", "8 agent_previous_boot true", "9 reader_role true", "10 reported_config true"})
+		migrationFiles(t, " true"))
 	equalStrings(t, "tables",
 		queryStrings(t, s, `SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
 			AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1`),
-		[]string{"agent_configs", "agent_heartbeats", "agents", "config_defaults", "http_calls", "ingested_batches", "schema_migrations"})
+		[]string{"agent_configs", "agent_heartbeats", "agents", "config_defaults", "http_calls",
+			"http_calls_1m", "http_duration_buckets", // 0011_http_calls_rollups
+			"ingested_batches", "schema_migrations"})
 	equalStrings(t, "http_calls columns",
 		queryStrings(t, s, `SELECT column_name || ' ' || data_type || ' ' || is_nullable FROM information_schema.columns
 			WHERE table_name = 'http_calls' ORDER BY ordinal_position`),
@@ -56,8 +66,10 @@ func TestMigrateIdempotent(t *testing.T) {
 		queryStrings(t, s, `SELECT indexdef FROM pg_indexes WHERE tablename = 'http_calls' ORDER BY indexname`),
 		[]string{
 			"CREATE INDEX http_calls_agent_id_time_idx ON ONLY public.http_calls USING btree (agent_id, \"time\" DESC)",
-			"CREATE INDEX http_calls_identification_time_idx ON ONLY public.http_calls USING btree (identification, \"time\" DESC)",
-			"CREATE INDEX http_calls_origin_time_idx ON ONLY public.http_calls USING btree (origin, \"time\" DESC)",
+			"CREATE INDEX http_calls_errors_server_time_idx ON ONLY public.http_calls USING btree (server_ip, server_port, \"time\" DESC) WHERE ((status IS NULL) OR (status >= 500))",
+			"CREATE INDEX http_calls_id_brin_idx ON ONLY public.http_calls USING brin (id) WITH (autosummarize='on')",
+			"CREATE INDEX http_calls_identification_time_idx ON ONLY public.http_calls USING btree (identification, \"time\" DESC) WHERE (identification IS NOT NULL)",
+			"CREATE INDEX http_calls_origin_time_idx ON ONLY public.http_calls USING btree (origin, \"time\" DESC) WHERE (origin IS NOT NULL)",
 			"CREATE INDEX http_calls_server_time_idx ON ONLY public.http_calls USING btree (server_ip, server_port, \"time\" DESC)",
 			"CREATE INDEX http_calls_time_idx ON ONLY public.http_calls USING btree (\"time\" DESC)",
 		})
@@ -84,6 +96,96 @@ func TestMigrateIdempotent(t *testing.T) {
 	}
 }
 
+// migrationFiles returns "version name"+suffix for each file in
+// migrations/, in order.
+func migrationFiles(t *testing.T, suffix string) []string {
+	t.Helper()
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range files { // sorted by name: NNNN_
+		num, name, _ := strings.Cut(strings.TrimSuffix(f, ".sql"), "_")
+		v, err := strconv.Atoi(num)
+		if err != nil {
+			t.Fatalf("migration file %s: %v", f, err)
+		}
+		out = append(out, fmt.Sprintf("%d %s%s", v, name, suffix))
+	}
+	if len(out) == 0 {
+		t.Fatal("no migration files")
+	}
+	return out
+}
+
+// A database created before 0012 has full indexes on identification and
+// origin; 0012 replaces them with partial ones under the same names, keeps
+// every call, and a query on one identification still uses the index.
+func TestMigratePartialClientIndexes(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := s.Pool().Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	// Back to the indexes of 0007, as a database migrated before 0012 has.
+	exec("DROP INDEX http_calls_identification_time_idx")
+	exec("DROP INDEX http_calls_origin_time_idx")
+	exec("CREATE INDEX http_calls_identification_time_idx ON http_calls (identification, time DESC)")
+	exec("CREATE INDEX http_calls_origin_time_idx ON http_calls (origin, time DESC)")
+	exec("DELETE FROM schema_migrations WHERE version = 12")
+	now := time.Now()
+	calls := make([]*orbweaverv1.HttpCall, 200)
+	for i := range calls {
+		calls[i] = call(now.Add(time.Duration(i) * time.Millisecond))
+		if i%50 == 0 {
+			calls[i].Identification = fmt.Sprintf("user-%d", i)
+			calls[i].OriginIp = []byte{192, 0, 2, byte(i)}
+		}
+	}
+	if _, err := s.InsertCallBatch(ctx, batch(1, calls...)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatalf("Migrate #%d: %v", i+1, err)
+		}
+	}
+	equalStrings(t, "partial indexes", queryStrings(t, s, `SELECT c.relname || ' ' || pg_get_expr(i.indpred, i.indrelid)
+		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE c.relname IN ('http_calls_identification_time_idx', 'http_calls_origin_time_idx') ORDER BY 1`),
+		[]string{"http_calls_identification_time_idx (identification IS NOT NULL)", "http_calls_origin_time_idx (origin IS NOT NULL)"})
+	equalStrings(t, "calls", queryStrings(t, s, `SELECT count(*) || ' ' || count(identification) || ' ' || count(origin) FROM http_calls`),
+		[]string{"200 4 4"})
+	// The plugin filters with = ANY($n::text[]); a generic plan must be
+	// able to use the partial index too.
+	conn, err := s.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	for _, sql := range []string{"SET enable_seqscan = off", "SET enable_bitmapscan = off", "SET plan_cache_mode = force_generic_plan",
+		"PREPARE by_identification(text[], timestamptz) AS SELECT count(*) FROM http_calls WHERE identification = ANY($1::text[]) AND time >= $2"} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	rows, err := conn.Query(ctx, "EXPLAIN EXECUTE by_identification('{user-50}', now() - interval '1 hour')")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(plan, "\n"), "identification_time_idx") {
+		t.Errorf("plan does not use the identification index:\n%s", strings.Join(plan, "\n"))
+	}
+}
+
 func TestMigrateConcurrentOpen(t *testing.T) {
 	url := pgtest.URL(t)
 	var wg sync.WaitGroup
@@ -106,8 +208,8 @@ func TestMigrateConcurrentOpen(t *testing.T) {
 		}
 	}
 	s := openURL(t, url)
-	equalStrings(t, "versions", queryStrings(t, s, "SELECT version::text FROM schema_migrations ORDER BY schema_migrations.version"),
-		[]string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"})
+	equalStrings(t, "versions", queryStrings(t, s, "SELECT version || ' ' || name FROM schema_migrations ORDER BY schema_migrations.version"),
+		migrationFiles(t, ""))
 }
 
 func TestPartitionRouting(t *testing.T) {

@@ -58,7 +58,7 @@ func TestLoad(t *testing.T) {
 
 func TestConnString(t *testing.T) {
 	s := Settings{Host: "::1", Port: "5432", User: "ro", Password: "a/b@c?d", Database: "orb", SSLMode: "disable", QueryTimeout: 30 * time.Second, MaxConns: 4}
-	want := "postgres://ro:a%2Fb%40c%3Fd@[::1]:5432/orb?application_name=orbweaver-grafana&default_transaction_read_only=on&pool_max_conns=4&sslmode=disable&statement_timeout=30000"
+	want := "postgres://ro:a%2Fb%40c%3Fd@[::1]:5432/orb?application_name=orbweaver-grafana&default_transaction_read_only=on&jit=off&pool_max_conns=4&sslmode=disable&statement_timeout=30000"
 	if got := s.ConnString(); got != want {
 		t.Fatalf("ConnString = %s\nwant %s", got, want)
 	}

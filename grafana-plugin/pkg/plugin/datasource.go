@@ -21,8 +21,9 @@ const ID = "orbweaver-calls-datasource"
 
 // MinSchemaVersion is the oldest schema (schema_migrations.version) the
 // plugin's queries work on: 7 added the identification, origin, template,
-// token and credentials columns it reads.
-const MinSchemaVersion = 7
+// token and credentials columns it reads, 11 the per-minute rollups
+// (http_calls_1m) and histogram functions of statistics and service maps.
+const MinSchemaVersion = 11
 
 // Compile-time checks of the handlers a Datasource serves.
 var (

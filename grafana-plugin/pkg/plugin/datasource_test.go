@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"regexp"
 	"strings"
@@ -211,8 +212,20 @@ func TestQueries(t *testing.T) {
 		if got, want := column(t, f, "error_rate"), []any{2.0 / 6, 0.0}; fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("error_rate = %v, want %v", got, want)
 		}
-		if got, want := column(t, f, "p50_ms"), []any{50.0, 10.0}; !reflect.DeepEqual(got, want) {
-			t.Fatalf("p50_ms = %v, want %v (durations 8, 20, 50, 200, 350)", got, want)
+		// From the rollups, percentiles are estimates within the bound; with
+		// "exact", percentile_cont over the calls.
+		if !strings.Contains(f.Meta.ExecutedQueryString, "http_calls_1m") {
+			t.Errorf("the query does not read the rollups:\n%s", f.Meta.ExecutedQueryString)
+		}
+		for i, want := range []float64{50, 10} {
+			got, _ := column(t, f, "p50_ms")[i].(float64)
+			if math.Abs(got-want)/want > querybuilder.PercentileRelativeError {
+				t.Errorf("p50_ms[%d] = %v, want %v within %.2f%% (durations 8, 20, 50, 200, 350)", i, got, want, 100*querybuilder.PercentileRelativeError)
+			}
+		}
+		exact := ok(t, e.query(t, "stats", map[string]any{"metrics": []string{"p50"}, "exact": true}))[0]
+		if got, want := column(t, exact, "p50_ms"), []any{50.0, 10.0}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("exact p50_ms = %v, want %v (durations 8, 20, 50, 200, 350)", got, want)
 		}
 		goldenFrames(t, "stats_ungrouped", frames)
 	})
@@ -288,18 +301,25 @@ func TestQueries(t *testing.T) {
 	})
 
 	t.Run("stats as an alert rule sends it", func(t *testing.T) {
-		// No interval and no max data points: buckets of range/1000 = 3.6 s.
+		// No interval and no max data points: buckets of range/1000 = 3.6 s,
+		// rounded up to a minute over a range of an hour.
 		r := e.queries(t, backend.DataQuery{RefID: "A", JSON: json.RawMessage(`{"queryType":"stats","metrics":["error_rate"],"groupBy":["status"]}`), TimeRange: fullHour})["A"]
 		f := ok(t, r)[0]
 		if f.Meta.Type != data.FrameTypeTimeSeriesWide {
 			t.Fatalf("frame type = %q, want timeseries-wide", f.Meta.Type)
 		}
-		want := fmt.Sprint([]any{t0, t0.Add(28800 * time.Millisecond), t0.Add(90 * time.Second)})
+		want := fmt.Sprint([]any{t0, t0.Add(time.Minute)})
 		if got := fmt.Sprint(column(t, f, "time")); got != want {
 			t.Fatalf("buckets = %v, want %v", got, want)
 		}
 		if got, want := fieldNames(f), []string{"time", "error_rate{status=200}", "error_rate{status=201}", "error_rate{status=404}", "error_rate{status=503}", "error_rate{status=none}"}; !reflect.DeepEqual(got, want) {
 			t.Fatalf("fields = %v, want %v", got, want)
+		}
+		// Over half an hour, Grafana's interval as it is.
+		half := backend.TimeRange{From: t0, To: t0.Add(30 * time.Minute)}
+		r = e.queries(t, backend.DataQuery{RefID: "A", JSON: json.RawMessage(`{"queryType":"stats"}`), TimeRange: half, Interval: 45 * time.Second})["A"]
+		if got, want := fmt.Sprint(column(t, ok(t, r)[0], "time")), fmt.Sprint([]any{t0, t0.Add(90 * time.Second)}); got != want {
+			t.Fatalf("45 s buckets over 30 min = %v, want %v", got, want)
 		}
 	})
 
@@ -520,9 +540,9 @@ func TestCheckHealth(t *testing.T) {
 	})
 	t.Run("old schema", func(t *testing.T) {
 		e := newEnv(t, true)
-		admin(t, e.adminURL, "DELETE FROM schema_migrations WHERE version >= 7")
+		admin(t, e.adminURL, "DELETE FROM schema_migrations WHERE version >= 11")
 		res := e.health(t)
-		if res.Status != backend.HealthStatusError || !strings.Contains(res.Message, "is at version 6; this plugin needs version 7") {
+		if res.Status != backend.HealthStatusError || !strings.Contains(res.Message, "is at version 10; this plugin needs version 11") {
 			t.Fatalf("health = %v %q", res.Status, res.Message)
 		}
 	})

@@ -93,30 +93,70 @@ func (d *Datasource) run(ctx context.Context, dq backend.DataQuery) (data.Frames
 	return nil, &queryError{backend.StatusBadRequest, fmt.Sprintf("unknown query type %q", q.QueryType)}
 }
 
+// wholeMinutesFrom is the shortest range whose stats buckets are whole
+// minutes (see interval).
+const wholeMinutesFrom = time.Hour
+
 // interval is the stats bucket width: Grafana's interval, else the range
-// divided into at most MaxDataPoints buckets.
+// divided into at most MaxDataPoints buckets. Over a range of an hour or
+// more it is rounded up to whole minutes (at most 60 points an hour), so
+// that the query can read the per-minute rollups instead of every call.
 func interval(dq backend.DataQuery) time.Duration {
-	if dq.Interval > 0 {
-		return dq.Interval
+	i := dq.Interval
+	if i <= 0 {
+		points := dq.MaxDataPoints
+		if points <= 0 {
+			points = defaultMaxDataPoints
+		}
+		i = dq.TimeRange.Duration() / time.Duration(points)
 	}
-	points := dq.MaxDataPoints
-	if points <= 0 {
-		points = defaultMaxDataPoints
+	if dq.TimeRange.Duration() >= wholeMinutesFrom && i%qb.RollupInterval != 0 {
+		i = i.Truncate(qb.RollupInterval) + qb.RollupInterval
 	}
-	return dq.TimeRange.Duration() / time.Duration(points)
+	return i
 }
 
-// frameOf runs st and reads its rows into a frame named name.
+// frameOf runs st and reads its rows into a frame named name. A
+// statement's percentile columns (qb.Statement.Percentiles) are computed
+// from its histogram column, which the frame does not keep.
 func (d *Datasource) frameOf(ctx context.Context, st qb.Statement, name string, notNull ...string) (*data.Frame, error) {
 	rows, err := d.pool.Query(ctx, st.SQL, st.Args...)
 	if err != nil {
 		return nil, fmt.Errorf("query %s: %w", name, err)
 	}
-	f, err := scanFrame(rows, name, notNull...)
+	hist := ""
+	if len(st.Percentiles) > 0 {
+		hist = qb.HistogramColumn
+	}
+	f, hists, err := scanFrame(rows, name, hist, notNull...)
 	if err != nil {
 		return nil, fmt.Errorf("query %s: %w", name, err)
 	}
+	if hist != "" {
+		if err := fillPercentiles(f, st, hists); err != nil {
+			return nil, fmt.Errorf("query %s: %w", name, err)
+		}
+	}
 	return f, nil
+}
+
+// fillPercentiles sets st's percentile fields of f from each row's
+// duration histogram.
+func fillPercentiles(f *data.Frame, st qb.Statement, hists [][]int32) error {
+	fields := make([]*data.Field, len(st.Percentiles))
+	for i, p := range st.Percentiles {
+		fld, _ := f.FieldByName(p.Column)
+		if fld == nil || fld.Type() != data.FieldTypeNullableFloat64 {
+			return fmt.Errorf("no float8 column %s for a percentile", p.Column)
+		}
+		fields[i] = fld
+	}
+	for row, h := range hists {
+		for i, v := range st.FinishPercentiles(h) {
+			fields[i].Set(row, v)
+		}
+	}
+	return nil
 }
 
 // executed renders statements for the query inspector: the SQL, then the

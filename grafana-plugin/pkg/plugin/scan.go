@@ -28,11 +28,21 @@ func nullableColumn[T any](name string) *scanColumn {
 // scanFrame reads all rows into a frame named name, with one nullable field
 // per column, except for the columns in notNull (timestamps only), which
 // must not be NULL. Integers become int64, numbers float64, timestamps
-// time.Time and text string; the SQL casts anything else.
-func scanFrame(rows pgx.Rows, name string, notNull ...string) (*data.Frame, error) {
+// time.Time and text string; the SQL casts anything else. The integer[]
+// column named hist, when not "", is returned apart, one slice per row,
+// and has no field.
+func scanFrame(rows pgx.Rows, name, hist string, notNull ...string) (*data.Frame, [][]int32, error) {
 	defer rows.Close()
 	var cols []*scanColumn
-	for _, fd := range rows.FieldDescriptions() {
+	var hists [][]int32
+	histCol := -1
+	for i, fd := range rows.FieldDescriptions() {
+		if hist != "" && fd.Name == hist {
+			var v []int32
+			histCol = i
+			cols = append(cols, &scanColumn{dest: &v, reset: func() { v = nil }, add: func() { hists = append(hists, v) }})
+			continue
+		}
 		var c *scanColumn
 		switch fd.DataTypeOID {
 		case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID:
@@ -63,7 +73,7 @@ func scanFrame(rows pgx.Rows, name string, notNull ...string) (*data.Frame, erro
 				c = n
 			}
 		default:
-			return nil, fmt.Errorf("column %s has unsupported type oid %d", fd.Name, fd.DataTypeOID)
+			return nil, nil, fmt.Errorf("column %s has unsupported type oid %d", fd.Name, fd.DataTypeOID)
 		}
 		cols = append(cols, c)
 	}
@@ -76,18 +86,23 @@ func scanFrame(rows pgx.Rows, name string, notNull ...string) (*data.Frame, erro
 			c.reset()
 		}
 		if err := rows.Scan(dests...); err != nil {
-			return nil, fmt.Errorf("scan: %w", err)
+			return nil, nil, fmt.Errorf("scan: %w", err)
 		}
 		for _, c := range cols {
 			c.add()
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	fields := make([]*data.Field, len(cols))
+	if hist != "" && histCol < 0 {
+		return nil, nil, fmt.Errorf("no column %s", hist)
+	}
+	var fields []*data.Field
 	for i, c := range cols {
-		fields[i] = c.field
+		if i != histCol {
+			fields = append(fields, c.field)
+		}
 	}
-	return data.NewFrame(name, fields...), nil
+	return data.NewFrame(name, fields...), hists, nil
 }

@@ -1,6 +1,7 @@
 package querybuilder
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -81,7 +82,7 @@ func metricExpr(name, seconds string) (expr, column string, ok bool) {
 	case "rate":
 		return "count(*) / " + seconds, "rate", true
 	case "error_rate":
-		return "avg(CASE WHEN " + isError + " THEN 1.0 ELSE 0.0 END)::float8", "error_rate", true
+		return "(count(*) FILTER (WHERE " + isError + "))::float8 / count(*)", "error_rate", true
 	case "p50":
 		return percentile("0.5"), "p50_ms", true
 	case "p90":
@@ -108,7 +109,9 @@ func (p *params) where(f Filters, tr TimeRange) ([]string, error) {
 
 // filters returns the conditions selecting the calls that match f. A
 // filter with several values is one condition on one array parameter
-// (col = ANY($n)).
+// (col = ANY($n)). Conditions on text patterns come last, prefixes before
+// regular expressions: PostgreSQL evaluates a scan's conditions in order,
+// so the cheap comparisons discard most calls first.
 func (p *params) filters(f Filters) ([]string, error) {
 	var conds []string
 	if len(f.AgentID) > 0 {
@@ -147,22 +150,11 @@ func (p *params) filters(f Filters) ([]string, error) {
 		conds = append(conds, port.col+" = "+p.arg(int32(port.value)))
 	}
 	if len(f.Server) > 0 {
-		servers := make([]string, len(f.Server))
-		ips := make([]string, len(f.Server))
-		ports := make([]int32, len(f.Server))
-		for i, v := range f.Server {
-			s, ip, port, err := parseServer(v)
-			if err != nil {
-				return nil, err
-			}
-			servers[i], ips[i], ports[i] = s, ip, port
+		cond, err := p.serverCond(f.Server)
+		if err != nil {
+			return nil, err
 		}
-		// The IP and port conditions use http_calls_server_time_idx; the
-		// exact pairs are then checked on what they select.
-		expr, _ := dimensionExpr("server")
-		conds = append(conds, "server_ip = ANY("+p.arg(ips)+"::inet[])",
-			"server_port = ANY("+p.arg(ports)+"::int[])",
-			"("+expr+") = ANY("+p.arg(servers)+"::text[])")
+		conds = append(conds, cond)
 	}
 	if len(f.ServerName) > 0 {
 		conds = append(conds, "host = ANY("+p.arg([]string(f.ServerName))+"::text[])")
@@ -173,15 +165,6 @@ func (p *params) filters(f Filters) ([]string, error) {
 			methods[i] = strings.ToUpper(m)
 		}
 		conds = append(conds, "method = ANY("+p.arg(methods)+"::text[])")
-	}
-	if f.PathPrefix != "" {
-		conds = append(conds, "starts_with(path, "+p.arg(f.PathPrefix)+")")
-	}
-	if f.PathRegex != "" {
-		conds = append(conds, "path ~ "+p.arg(f.PathRegex))
-	}
-	if f.Search != "" {
-		conds = append(conds, "strpos(lower(path), lower("+p.arg(f.Search)+")) > 0")
 	}
 	if len(f.Status) > 0 {
 		statuses := make([]int16, len(f.Status))
@@ -212,12 +195,6 @@ func (p *params) filters(f Filters) ([]string, error) {
 	if len(f.Template) > 0 {
 		conds = append(conds, "template = ANY("+p.arg([]string(f.Template))+"::text[])")
 	}
-	if f.TemplatePrefix != "" {
-		conds = append(conds, "starts_with(template, "+p.arg(f.TemplatePrefix)+")")
-	}
-	if f.TemplateRegex != "" {
-		conds = append(conds, "template ~ "+p.arg(f.TemplateRegex))
-	}
 	if len(f.TokenProblem) > 0 {
 		cond, err := tokenProblemCond(f.TokenProblem)
 		if err != nil {
@@ -227,6 +204,22 @@ func (p *params) filters(f Filters) ([]string, error) {
 	}
 	if f.MultipleCredentials != nil {
 		conds = append(conds, "multiple_credentials = "+p.arg(*f.MultipleCredentials))
+	}
+	// Text patterns last, prefixes before regular expressions.
+	if f.PathPrefix != "" {
+		conds = append(conds, "starts_with(path, "+p.arg(f.PathPrefix)+")")
+	}
+	if f.TemplatePrefix != "" {
+		conds = append(conds, "starts_with(template, "+p.arg(f.TemplatePrefix)+")")
+	}
+	if f.PathRegex != "" {
+		conds = append(conds, "path ~ "+p.arg(f.PathRegex))
+	}
+	if f.Search != "" {
+		conds = append(conds, "strpos(lower(path), lower("+p.arg(f.Search)+")) > 0")
+	}
+	if f.TemplateRegex != "" {
+		conds = append(conds, "template ~ "+p.arg(f.TemplateRegex))
 	}
 	return conds, nil
 }
@@ -270,17 +263,51 @@ func (p *params) statusClassCond(classes List) (string, error) {
 			return "", invalid("status class %q is not one of 1xx, 2xx, 3xx, 4xx, 5xx, none", c)
 		}
 	}
+	// Ranges of constants (the classes are a fixed set, not values from
+	// the query), so that the planner can prove a class implies the
+	// predicate of http_calls_errors_server_time_idx.
+	slices.Sort(hundreds)
+	hundreds = slices.Compact(hundreds)
 	var alts []string
 	if none {
 		alts = append(alts, "status IS NULL")
 	}
-	if len(hundreds) > 0 {
-		alts = append(alts, "status / 100 = ANY("+p.arg(hundreds)+"::int2[])")
+	for i := 0; i < len(hundreds); {
+		j := i + 1
+		for j < len(hundreds) && hundreds[j] == hundreds[j-1]+1 {
+			j++
+		}
+		alts = append(alts, fmt.Sprintf("(status >= %d AND status < %d)", 100*hundreds[i], 100*(hundreds[j-1]+1)))
+		i = j
 	}
 	if len(alts) == 1 {
 		return alts[0], nil
 	}
 	return "(" + strings.Join(alts, " OR ") + ")", nil
+}
+
+// serverCond selects the calls to one of the "ip:port" servers: one
+// equality per column for one server, else one pair per server, so that
+// http_calls_server_time_idx (server_ip, server_port, time) serves both,
+// and for one server in time order.
+func (p *params) serverCond(servers List) (string, error) {
+	var pairs []string
+	seen := map[string]bool{}
+	for _, v := range servers {
+		s, ip, port, err := parseServer(v)
+		if err != nil {
+			return "", err
+		}
+		if seen[s] {
+			continue
+		}
+		seen[s] = true
+		pairs = append(pairs, "server_ip = "+p.arg(ip)+"::inet AND server_port = "+p.arg(port))
+	}
+	if len(pairs) == 1 {
+		return pairs[0], nil
+	}
+	return "((" + strings.Join(pairs, ")\n    OR (") + "))", nil
 }
 
 // parseServer checks an "ip:port" server ("[ip]:port" too for IPv6) and

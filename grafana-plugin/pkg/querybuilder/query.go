@@ -71,6 +71,10 @@ type Query struct {
 	// TopN is the number of series (groups with the most calls) a grouped
 	// stats query keeps.
 	TopN int `json:"topN,omitempty"`
+	// Exact makes stats and service map queries read the calls even when
+	// the per-minute rollups cover them: percentiles exact instead of
+	// within PercentileRelativeError, and slower over long ranges.
+	Exact bool `json:"exact,omitempty"`
 
 	// CallID is the call of a call tree or concurrent calls query. It is a
 	// string so that data links can pass ${__value.raw}.
@@ -159,6 +163,11 @@ type Statement struct {
 	// query asked for more and was cut down to it.
 	Limit  int
 	Capped bool
+	// Percentiles, when set, are result columns the statement leaves NULL:
+	// the caller computes them from the duration histogram in column
+	// HistogramColumn (FinishPercentiles), which it then drops. Statements
+	// that read the rollups (see rollup.go) do this.
+	Percentiles []Percentile
 }
 
 // ErrInvalid is wrapped by every error about the query itself (as opposed

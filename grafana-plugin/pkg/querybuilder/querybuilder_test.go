@@ -19,6 +19,12 @@ var tr = TimeRange{
 	To:   time.Date(2026, 11, 20, 11, 0, 0, 0, time.UTC),
 }
 
+// trUnaligned starts and ends within a minute.
+var trUnaligned = TimeRange{
+	From: time.Date(2026, 11, 20, 10, 0, 12, 500_000_000, time.UTC),
+	To:   time.Date(2026, 11, 20, 11, 0, 12, 500_000_000, time.UTC),
+}
+
 func ms(v float64) *float64 { return &v }
 
 // golden renders a statement as the SQL followed by its arguments, one per
@@ -36,6 +42,9 @@ func golden(t *testing.T, name string, st Statement) {
 		fmt.Fprintf(&b, "-- $%d (%T) = %s\n", i+1, a, v)
 	}
 	fmt.Fprintf(&b, "-- limit %d, capped %t\n", st.Limit, st.Capped)
+	for _, p := range st.Percentiles {
+		fmt.Fprintf(&b, "-- %s = percentile %g of %s\n", p.Column, p.P, HistogramColumn)
+	}
 	path := filepath.Join("testdata", name+".golden.sql")
 	if *update {
 		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
@@ -137,11 +146,39 @@ func TestGolden(t *testing.T) {
 		{"stats_grouped_timescaledb", func() (Statement, error) {
 			return Stats(Query{Metrics: []string{"p95"}, GroupBy: []string{"client", "status", "agent", "host"}}, tr, time.Millisecond, TimescaleDB)
 		}},
+		{"calls_one_server_errors", func() (Statement, error) {
+			return Calls(Query{Filters: Filters{Server: List{"10.10.0.7:8080"}, Method: List{"GET"}, StatusClass: List{"5xx"}}}, tr)
+		}},
+		{"calls_status_classes", func() (Statement, error) {
+			return Calls(Query{Filters: Filters{StatusClass: List{"5XX", "none", "1xx", "2xx", "4xx"}}}, tr)
+		}},
+		{"stats_rollup", func() (Statement, error) {
+			return Stats(Query{Metrics: []string{"rate", "error_rate", "p50", "p99", "bytes"}}, trUnaligned, time.Minute, Postgres)
+		}},
+		{"stats_rollup_grouped", func() (Statement, error) {
+			return Stats(Query{
+				Metrics: []string{"rate", "p95"},
+				GroupBy: []string{"server", "agent"},
+				Filters: Filters{AgentID: List{agentOK}, ServerIP: List{"10.10.0.0/16"}, ServerPort: 8080, Server: List{"10.10.0.7:8080", "10.10.0.8:8080"}},
+			}, trUnaligned, 5*time.Minute, Postgres)
+		}},
+		{"stats_rollup_timescaledb", func() (Statement, error) {
+			return Stats(Query{Metrics: []string{"error_rate"}, GroupBy: []string{"server"}}, tr, time.Hour, TimescaleDB)
+		}},
+		{"stats_exact", func() (Statement, error) {
+			return Stats(Query{Exact: true, Metrics: []string{"p95"}, GroupBy: []string{"server"}}, tr, time.Minute, Postgres)
+		}},
+		{"service_map_nodes_rollup", func() (Statement, error) {
+			return ServiceMapNodes(Query{Filters: Filters{AgentID: List{agentOK}}}, trUnaligned, []string{"10.0.0.1", "10.0.0.2"})
+		}},
 		{"service_map_edges", func() (Statement, error) {
 			return ServiceMapEdges(Query{Filters: Filters{Method: List{"GET"}}, Limit: 5000}, tr)
 		}},
+		{"service_map_edges_exact", func() (Statement, error) {
+			return ServiceMapEdges(Query{Exact: true}, tr)
+		}},
 		{"service_map_nodes", func() (Statement, error) {
-			return ServiceMapNodes(Query{}, tr, []string{"10.0.0.1", "10.0.0.2"})
+			return ServiceMapNodes(Query{Filters: Filters{Method: List{"GET"}}}, tr, []string{"10.0.0.1", "10.0.0.2"})
 		}},
 		{"call_tree", func() (Statement, error) { return CallTree(Query{CallID: "42", MaxDepth: 3}, tr) }},
 		{"call_tree_trace_id", func() (Statement, error) {

@@ -23,6 +23,23 @@ func Values(kind string, tr TimeRange) (Statement, error) {
 		return Statement{}, err
 	}
 	var p params
+	if lo, hi, ok := wholeMinutes(tr); ok && kind == ValuesServers {
+		// From the rollups (see rollup.go), counts exact.
+		calls, err := p.rollupCalls(Filters{}, tr, lo, hi, []string{"server_ip", "server_port"})
+		if err != nil {
+			return Statement{}, err
+		}
+		sql := `WITH rolled AS (
+` + calls + `
+)
+SELECT host(server_ip) || ':' || server_port AS value, host(server_ip) || ':' || server_port AS text
+FROM rolled
+WHERE server_ip IS NOT NULL
+GROUP BY server_ip, server_port
+ORDER BY sum(calls) DESC, value
+LIMIT ` + p.arg(int64(MaxValues))
+		return Statement{SQL: sql, Args: p.args, Limit: MaxValues}, nil
+	}
 	from, to := p.arg(tr.From), p.arg(tr.To)
 	var sql string
 	switch kind {

@@ -32,26 +32,24 @@ WHERE time >= $1
   AND origin <<= ANY($6::text[]::inet[])
   AND client_port = $7
   AND server_port = $8
-  AND server_ip = ANY($9::inet[])
-  AND server_port = ANY($10::int[])
-  AND (host(server_ip) || ':' || server_port) = ANY($11::text[])
-  AND host = ANY($12::text[])
-  AND method = ANY($13::text[])
-  AND starts_with(path, $14)
-  AND path ~ $15
-  AND strpos(lower(path), lower($16)) > 0
-  AND status = ANY($17::int2[])
-  AND status / 100 = ANY($18::int2[])
-  AND duration_us >= $19
-  AND duration_us <= $20
-  AND identification = ANY($21::text[])
-  AND template = ANY($22::text[])
-  AND starts_with(template, $23)
-  AND template ~ $24
+  AND server_ip = $9::inet AND server_port = $10
+  AND host = ANY($11::text[])
+  AND method = ANY($12::text[])
+  AND status = ANY($13::int2[])
+  AND (status >= 500 AND status < 600)
+  AND duration_us >= $14
+  AND duration_us <= $15
+  AND identification = ANY($16::text[])
+  AND template = ANY($17::text[])
   AND token_expired
-  AND multiple_credentials = $25
+  AND multiple_credentials = $18
+  AND starts_with(path, $19)
+  AND starts_with(template, $20)
+  AND path ~ $21
+  AND strpos(lower(path), lower($22)) > 0
+  AND template ~ $23
 ORDER BY duration_us DESC NULLS LAST, id DESC
-LIMIT $26;
+LIMIT $24;
 -- $1 (time.Time) = 2026-11-20T10:00:00Z
 -- $2 (time.Time) = 2026-11-20T11:00:00Z
 -- $3 ([]string) = [6f1c1a8e-3b2d-4c5e-9f10-112233445566]
@@ -60,22 +58,20 @@ LIMIT $26;
 -- $6 ([]string) = [203.0.113.0/24]
 -- $7 (int32) = 40000
 -- $8 (int32) = 8080
--- $9 ([]string) = [192.168.1.10]
--- $10 ([]int32) = [8080]
--- $11 ([]string) = [192.168.1.10:8080]
--- $12 ([]string) = [orders.internal]
--- $13 ([]string) = [POST]
--- $14 (string) = /api/
--- $15 (string) = ^/api/v[0-9]+/orders
--- $16 (string) = Order
--- $17 ([]int16) = [503]
--- $18 ([]int16) = [5]
--- $19 (int64) = 1500
--- $20 (int64) = 2000000
--- $21 ([]string) = [alice]
--- $22 ([]string) = [/api/orders/{id}]
--- $23 (string) = /api/
--- $24 (string) = ^/api/orders/
--- $25 (bool) = true
--- $26 (int64) = 50
+-- $9 (string) = 192.168.1.10
+-- $10 (int32) = 8080
+-- $11 ([]string) = [orders.internal]
+-- $12 ([]string) = [POST]
+-- $13 ([]int16) = [503]
+-- $14 (int64) = 1500
+-- $15 (int64) = 2000000
+-- $16 ([]string) = [alice]
+-- $17 ([]string) = [/api/orders/{id}]
+-- $18 (bool) = true
+-- $19 (string) = /api/
+-- $20 (string) = /api/
+-- $21 (string) = ^/api/v[0-9]+/orders
+-- $22 (string) = Order
+-- $23 (string) = ^/api/orders/
+-- $24 (int64) = 50
 -- limit 50, capped false

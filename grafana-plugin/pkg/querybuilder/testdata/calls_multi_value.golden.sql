@@ -28,25 +28,24 @@ WHERE time >= $1
   AND time < $2
   AND agent_id = ANY($3::text[]::uuid[])
   AND server_ip <<= ANY($4::text[]::inet[])
-  AND server_ip = ANY($5::inet[])
-  AND server_port = ANY($6::int[])
-  AND (host(server_ip) || ':' || server_port) = ANY($7::text[])
-  AND host = ANY($8::text[])
-  AND method = ANY($9::text[])
-  AND status = ANY($10::int2[])
-  AND (status IS NULL OR status / 100 = ANY($11::int2[]))
+  AND ((server_ip = $5::inet AND server_port = $6)
+    OR (server_ip = $7::inet AND server_port = $8))
+  AND host = ANY($9::text[])
+  AND method = ANY($10::text[])
+  AND status = ANY($11::int2[])
+  AND (status IS NULL OR (status >= 400 AND status < 600))
 ORDER BY time DESC, id DESC
 LIMIT $12;
 -- $1 (time.Time) = 2026-11-20T10:00:00Z
 -- $2 (time.Time) = 2026-11-20T11:00:00Z
 -- $3 ([]string) = [6f1c1a8e-3b2d-4c5e-9f10-112233445566 11111111-1111-4111-8111-111111111111]
 -- $4 ([]string) = [10.0.0.2 10.1.0.0/16]
--- $5 ([]string) = [10.0.0.2 10.0.0.3]
--- $6 ([]int32) = [8080 9090]
--- $7 ([]string) = [10.0.0.2:8080 10.0.0.3:9090]
--- $8 ([]string) = [orders pricing]
--- $9 ([]string) = [GET POST]
--- $10 ([]int16) = [404 503]
--- $11 ([]int16) = [4 5]
+-- $5 (string) = 10.0.0.2
+-- $6 (int32) = 8080
+-- $7 (string) = 10.0.0.3
+-- $8 (int32) = 9090
+-- $9 ([]string) = [orders pricing]
+-- $10 ([]string) = [GET POST]
+-- $11 ([]int16) = [404 503]
 -- $12 (int64) = 1000
 -- limit 1000, capped false

@@ -2,7 +2,8 @@ SELECT host(client_ip) AS source,
   host(server_ip) AS target,
   count(*) AS calls,
   count(*) FILTER (WHERE (status IS NULL OR status >= 500)) AS errors,
-  percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_us / 1000.0) AS p95_ms
+  NULL::float8 AS p95_ms,
+  http_histogram_concat(CASE WHEN duration_us IS NULL THEN '{}'::integer[] ELSE ARRAY[(width_bucket(duration_us, (SELECT array_agg(lower_us ORDER BY bucket) FROM http_duration_buckets WHERE bucket > 0)) << 21) | 1] END) AS duration_histogram
 FROM http_calls
 WHERE time >= $1
   AND time < $2
@@ -17,3 +18,4 @@ LIMIT $4;
 -- $3 ([]string) = [GET]
 -- $4 (int64) = 700
 -- limit 700, capped true
+-- p95_ms = percentile 0.95 of duration_histogram

@@ -5,10 +5,12 @@ SELECT host(server_ip) AS id,
 FROM http_calls
 WHERE time >= $1
   AND time < $2
-  AND server_ip = ANY ($3::inet[])
+  AND method = ANY($3::text[])
+  AND server_ip = ANY ($4::inet[])
 GROUP BY server_ip
 ORDER BY id;
 -- $1 (time.Time) = 2026-11-20T10:00:00Z
 -- $2 (time.Time) = 2026-11-20T11:00:00Z
--- $3 ([]string) = [10.0.0.1 10.0.0.2]
+-- $3 ([]string) = [GET]
+-- $4 ([]string) = [10.0.0.1 10.0.0.2]
 -- limit 2, capped false

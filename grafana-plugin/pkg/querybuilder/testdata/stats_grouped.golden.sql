@@ -16,14 +16,15 @@ WITH calls AS (
 SELECT date_bin(make_interval(secs => $4::float8), time, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS time,
   c.d_server AS server, c.d_method AS method,
   count(*) / $4::float8 AS rate,
-  avg(CASE WHEN (status IS NULL OR status >= 500) THEN 1.0 ELSE 0.0 END)::float8 AS error_rate,
+  (count(*) FILTER (WHERE (status IS NULL OR status >= 500)))::float8 / count(*) AS error_rate,
   percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_us / 1000.0) AS p50_ms,
   percentile_cont(0.9) WITHIN GROUP (ORDER BY duration_us / 1000.0) AS p90_ms,
   percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_us / 1000.0) AS p95_ms,
   percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_us / 1000.0) AS p99_ms,
   sum((coalesce(request_header_size, 0) + coalesce(request_body_size, 0) + coalesce(response_header_size, 0) + coalesce(response_body_size, 0)))::float8 AS bytes
 FROM calls c
-JOIN top t ON c.d_server IS NOT DISTINCT FROM t.d_server AND c.d_method IS NOT DISTINCT FROM t.d_method
+JOIN top t ON coalesce(c.d_server, '') = coalesce(t.d_server, '') AND (c.d_server IS NULL) = (t.d_server IS NULL)
+  AND coalesce(c.d_method, '') = coalesce(t.d_method, '') AND (c.d_method IS NULL) = (t.d_method IS NULL)
 GROUP BY 1, c.d_server, c.d_method
 ORDER BY 1, c.d_server, c.d_method
 LIMIT $6;

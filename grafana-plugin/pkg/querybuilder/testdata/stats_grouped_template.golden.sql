@@ -19,7 +19,9 @@ SELECT date_bin(make_interval(secs => $4::float8), time, TIMESTAMPTZ '2000-01-03
   count(*) / $4::float8 AS rate,
   percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_us / 1000.0) AS p95_ms
 FROM calls c
-JOIN top t ON c.d_template IS NOT DISTINCT FROM t.d_template AND c.d_identification IS NOT DISTINCT FROM t.d_identification AND c.d_origin IS NOT DISTINCT FROM t.d_origin
+JOIN top t ON coalesce(c.d_template, '') = coalesce(t.d_template, '') AND (c.d_template IS NULL) = (t.d_template IS NULL)
+  AND coalesce(c.d_identification, '') = coalesce(t.d_identification, '') AND (c.d_identification IS NULL) = (t.d_identification IS NULL)
+  AND coalesce(c.d_origin, '') = coalesce(t.d_origin, '') AND (c.d_origin IS NULL) = (t.d_origin IS NULL)
 GROUP BY 1, c.d_template, c.d_identification, c.d_origin
 ORDER BY 1, c.d_template, c.d_identification, c.d_origin
 LIMIT $6;

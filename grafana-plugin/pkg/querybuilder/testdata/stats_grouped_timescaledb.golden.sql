@@ -18,7 +18,10 @@ SELECT time_bucket(make_interval(secs => $3::float8), time) AS time,
   c.d_client AS client, c.d_status AS status, c.d_agent AS agent, c.d_host AS host,
   percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_us / 1000.0) AS p95_ms
 FROM calls c
-JOIN top t ON c.d_client IS NOT DISTINCT FROM t.d_client AND c.d_status IS NOT DISTINCT FROM t.d_status AND c.d_agent IS NOT DISTINCT FROM t.d_agent AND c.d_host IS NOT DISTINCT FROM t.d_host
+JOIN top t ON coalesce(c.d_client, '') = coalesce(t.d_client, '') AND (c.d_client IS NULL) = (t.d_client IS NULL)
+  AND coalesce(c.d_status, '') = coalesce(t.d_status, '') AND (c.d_status IS NULL) = (t.d_status IS NULL)
+  AND coalesce(c.d_agent, '') = coalesce(t.d_agent, '') AND (c.d_agent IS NULL) = (t.d_agent IS NULL)
+  AND coalesce(c.d_host, '') = coalesce(t.d_host, '') AND (c.d_host IS NULL) = (t.d_host IS NULL)
 GROUP BY 1, c.d_client, c.d_status, c.d_agent, c.d_host
 ORDER BY 1, c.d_client, c.d_status, c.d_agent, c.d_host
 LIMIT $5;

@@ -28,13 +28,12 @@ WHERE time >= $1
   AND id > $2
   AND server_ip <<= ANY($3::text[]::inet[])
   AND method = ANY($4::text[])
-  AND status / 100 = ANY($5::int2[])
+  AND (status >= 500 AND status < 600)
 ORDER BY id
-LIMIT $6;
+LIMIT $5;
 -- $1 (time.Time) = 2026-11-20T10:00:00Z
 -- $2 (int64) = 42
 -- $3 ([]string) = [10.0.0.2]
 -- $4 ([]string) = [GET PUT]
--- $5 ([]int16) = [5]
--- $6 (int64) = 500
+-- $5 (int64) = 500
 -- limit 500, capped false
