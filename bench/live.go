@@ -40,6 +40,8 @@ type liveRig struct {
 
 	mu      sync.Mutex
 	written map[string]time.Time // e2e request id → when the handler wrote the response
+	// pollTimes are the durations of the e2e poller's queries (guarded by mu).
+	pollTimes []time.Duration
 }
 
 // stepCount counts the responses the rig's server wrote to the socket for
