@@ -121,6 +121,12 @@ export interface OrbweaverQuery extends DataQuery {
   metrics?: string[];
   groupBy?: string[];
   topN?: number;
+  /**
+   * Stats and service map: read the stored calls even where the per-minute
+   * rollups cover the query, for exact percentiles (rollup percentiles are
+   * within 1/33 of them) at the cost of speed.
+   */
+  exact?: boolean;
 
   // Call tree and concurrent calls.
   callId?: string;

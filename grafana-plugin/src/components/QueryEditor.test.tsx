@@ -1,5 +1,5 @@
 import React from 'react';
-import { act, fireEvent, render, screen, waitFor } from '@testing-library/react';
+import { act, cleanup, fireEvent, render, screen, waitFor } from '@testing-library/react';
 
 import { QueryEditor } from './QueryEditor';
 import { DataSource } from '../datasource';
@@ -285,5 +285,20 @@ describe('QueryEditor', () => {
     fireEvent.click(screen.getByLabelText('Live'));
     expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType: 'calls', live: true });
     expect(onRunQuery).toHaveBeenCalledTimes(1);
+  });
+
+  it.each(['stats', 'serviceMap'] as const)('asks %s for exact percentiles and back to rollups', (queryType) => {
+    const { onChange } = setup({ queryType });
+    fireEvent.click(screen.getByLabelText('Exact'));
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType, exact: true });
+    cleanup();
+    const second = setup({ queryType, exact: true });
+    fireEvent.click(screen.getByLabelText('Exact'));
+    expect(second.onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType, exact: undefined });
+  });
+
+  it('offers no exact switch for calls', () => {
+    setup({ queryType: 'calls' });
+    expect(screen.queryByLabelText('Exact')).toBeNull();
   });
 });

@@ -204,6 +204,20 @@ export function QueryEditor({ query, onChange, onRunQuery, data, datasource, ran
     </>
   );
 
+  const exact = (
+    <InlineField
+      label="Exact"
+      labelWidth={LABEL}
+      tooltip="Read the stored calls even where the per-minute rollups cover the query: exact percentiles (rollup percentiles are within 3%), slower over long ranges"
+    >
+      <InlineSwitch
+        id="query-editor-exact"
+        value={!!query.exact}
+        onChange={(e) => update({ exact: e.currentTarget.checked || undefined }, true)}
+      />
+    </InlineField>
+  );
+
   let body: React.ReactNode;
   switch (queryType) {
     case 'calls':
@@ -271,6 +285,7 @@ export function QueryEditor({ query, onChange, onRunQuery, data, datasource, ran
               />
             </InlineField>
             {num('topN', 'Top N', String(DEFAULT_TOP_N))}
+            {exact}
           </InlineFieldRow>
         </>
       );
@@ -279,7 +294,10 @@ export function QueryEditor({ query, onChange, onRunQuery, data, datasource, ran
       body = (
         <>
           {filters}
-          <InlineFieldRow>{num('limit', 'Max edges', String(DEFAULT_SERVICE_MAP_EDGES))}</InlineFieldRow>
+          <InlineFieldRow>
+            {num('limit', 'Max edges', String(DEFAULT_SERVICE_MAP_EDGES))}
+            {exact}
+          </InlineFieldRow>
         </>
       );
       break;
