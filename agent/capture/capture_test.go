@@ -338,6 +338,13 @@ func contains(ss []string, s string) bool {
 // echoServer accepts connections on 127.0.0.1 and discards what they send.
 func echoServer(t *testing.T) (port int) {
 	t.Helper()
+	return serveTCP(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+}
+
+// serveTCP accepts connections on 127.0.0.1 and runs handle on each (the
+// connection is closed when it returns) until the test ends.
+func serveTCP(t *testing.T, handle func(net.Conn)) (port int) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -355,7 +362,7 @@ func echoServer(t *testing.T) (port int) {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				_, _ = io.Copy(io.Discard, c)
+				handle(c)
 			}()
 		}
 	}()
@@ -518,37 +525,17 @@ func BenchmarkRunFile(b *testing.B) {
 // 127.0.0.1, until the client closes.
 func pingPongServer(t *testing.T, reqSize, respSize int) (port int) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	return serveTCP(t, func(c net.Conn) {
+		req, resp := make([]byte, reqSize), bytes.Repeat([]byte("r"), respSize)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := io.ReadFull(c, req); err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				req, resp := make([]byte, reqSize), bytes.Repeat([]byte("r"), respSize)
-				for {
-					if _, err := io.ReadFull(c, req); err != nil {
-						return
-					}
-					if _, err := c.Write(resp); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := c.Write(resp); err != nil {
+				return
+			}
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().(*net.TCPAddr).Port
+	})
 }
 
 // TestLiveExchanges captures n request/response exchanges on one loopback
