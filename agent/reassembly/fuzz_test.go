@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"testing"
 	"time"
+
+	"github.com/orbweaver/orbweaver/agent/membudget"
 )
 
 // checker is a Sink that verifies the delivered stream: the byte at stream
@@ -59,7 +61,7 @@ func FuzzStream(f *testing.F) {
 		isn := binary.BigEndian.Uint32(data)
 		data = data[4:]
 		var ctr Counters
-		lim := newLimit(1000)
+		lim := membudget.NewLimit(1000)
 		opts := &Options{MaxBufferBytes: 300, Budget: lim, Counters: &ctr}
 		chk := &checker{t: t}
 		var s Stream
@@ -94,14 +96,14 @@ func FuzzStream(f *testing.F) {
 				}
 				s.Segment(isn+uint32(off), false, op&8 != 0, p, time.Time{})
 			}
-			if s.Buffered() > opts.MaxBufferBytes || lim.used != s.Memory() || lim.used > lim.max {
-				t.Fatalf("buffered %d, memory %d, budget %d", s.Buffered(), s.Memory(), lim.used)
+			if s.Buffered() > opts.MaxBufferBytes || lim.Used() != s.Memory() || lim.Used() > lim.Max() {
+				t.Fatalf("buffered %d, memory %d, budget %d", s.Buffered(), s.Memory(), lim.Used())
 			}
 		}
 		s.Flush(time.Time{})
 		s.Release()
-		if lim.used != 0 || s.Memory() != 0 {
-			t.Fatalf("budget leak %d", lim.used)
+		if lim.Used() != 0 || s.Memory() != 0 {
+			t.Fatalf("budget leak %d", lim.Used())
 		}
 	})
 }

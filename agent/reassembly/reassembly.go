@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/orbweaver/orbweaver/agent/membudget"
 )
 
 // Sink receives the ordered byte stream of one direction.
@@ -70,14 +72,7 @@ const maxWindow = 1 << 30
 
 // Budget accounts the memory that streams hold in out-of-order buffers,
 // shared with whatever else the caller charges to it.
-type Budget interface {
-	// Reserve charges n bytes and reports whether they fit. It may make
-	// room by releasing memory held elsewhere, but never by calling back
-	// into the stream that asks.
-	Reserve(n int64) bool
-	// Release returns n bytes charged earlier.
-	Release(n int64)
-}
+type Budget = membudget.Budget
 
 // Options configure a Stream. They are shared by many streams and must not
 // change while streams use them.

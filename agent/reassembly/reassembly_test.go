@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orbweaver/orbweaver/agent/membudget"
 )
 
 // recorder is a Sink that writes events as text: data as is, "[gap N]",
@@ -110,7 +112,7 @@ func TestStream(t *testing.T) {
 			if maxBuf == 0 {
 				maxBuf = 1 << 20
 			}
-			lim := newLimit(1 << 30)
+			lim := membudget.NewLimit(1 << 30)
 			opts := &Options{MaxBufferBytes: maxBuf, Budget: lim, Counters: &ctr}
 			var r recorder
 			var s Stream
@@ -144,8 +146,8 @@ func TestStream(t *testing.T) {
 					t.Errorf("%s = %d, want %d", k, counts[k], v)
 				}
 			}
-			if s.Buffered() != tt.buffered || lim.used != s.Memory() || (tt.buffered == 0) != (s.Memory() == 0) {
-				t.Errorf("buffered %d (memory %d, budget %d), want %d", s.Buffered(), s.Memory(), lim.used, tt.buffered)
+			if s.Buffered() != tt.buffered || lim.Used() != s.Memory() || (tt.buffered == 0) != (s.Memory() == 0) {
+				t.Errorf("buffered %d (memory %d, budget %d), want %d", s.Buffered(), s.Memory(), lim.Used(), tt.buffered)
 			}
 			if s.Ended() != tt.wantEnded {
 				t.Errorf("ended %v, want %v", s.Ended(), tt.wantEnded)
@@ -161,7 +163,7 @@ func TestBudgetShared(t *testing.T) {
 	// One 3-byte segment costs its copy (8 bytes, the smallest size class)
 	// and a slice of two segments.
 	one := 8 + 2*segmentSize
-	lim := newLimit(one + 5)
+	lim := membudget.NewLimit(one + 5)
 	opts := &Options{MaxBufferBytes: 100, Budget: lim, Counters: &ctr}
 	var r1, r2 recorder
 	var s1, s2 Stream
@@ -174,15 +176,15 @@ func TestBudgetShared(t *testing.T) {
 	if r2.b.String() != "a[gap 9]xyz" || r1.b.String() != "a" {
 		t.Fatalf("got %q and %q", r1.b.String(), r2.b.String())
 	}
-	if lim.used != one || s1.Memory() != one || s2.Memory() != 0 {
-		t.Fatalf("budget used %d, memory %d and %d, want %d", lim.used, s1.Memory(), s2.Memory(), one)
+	if lim.Used() != one || s1.Memory() != one || s2.Memory() != 0 {
+		t.Fatalf("budget used %d, memory %d and %d, want %d", lim.Used(), s1.Memory(), s2.Memory(), one)
 	}
 	if ctr.CapDroppedBytes.Load() != 9 {
 		t.Errorf("CapDroppedBytes %d", ctr.CapDroppedBytes.Load())
 	}
 	s1.Release()
-	if lim.used != 0 || s1.Memory() != 0 {
-		t.Fatalf("budget used %d after release", lim.used)
+	if lim.Used() != 0 || s1.Memory() != 0 {
+		t.Fatalf("budget used %d after release", lim.Used())
 	}
 }
 
@@ -192,7 +194,7 @@ func TestBudgetShared(t *testing.T) {
 func TestBudgetRefusedSkipsOwnHole(t *testing.T) {
 	var ctr Counters
 	one := 8 + 2*segmentSize
-	lim := newLimit(one)
+	lim := membudget.NewLimit(one)
 	opts := &Options{MaxBufferBytes: 100, Budget: lim, Counters: &ctr}
 	var r recorder
 	var s Stream
@@ -204,35 +206,15 @@ func TestBudgetRefusedSkipsOwnHole(t *testing.T) {
 	if got := r.b.String(); got != "a[gap 9]bcd[gap 7]xyz" {
 		t.Fatalf("got %q", got)
 	}
-	if ctr.CapDroppedBytes.Load() != 9 || ctr.GapBytes.Load() != 16 || lim.used != 0 {
-		t.Errorf("CapDroppedBytes %d, GapBytes %d, budget %d", ctr.CapDroppedBytes.Load(), ctr.GapBytes.Load(), lim.used)
-	}
-}
-
-// limit is a Budget of max bytes that never makes room.
-type limit struct{ max, used int64 }
-
-func newLimit(max int64) *limit { return &limit{max: max} }
-
-func (l *limit) Reserve(n int64) bool {
-	if l.used+n > l.max {
-		return false
-	}
-	l.used += n
-	return true
-}
-
-func (l *limit) Release(n int64) {
-	l.used -= n
-	if l.used < 0 {
-		panic("budget released more than reserved")
+	if ctr.CapDroppedBytes.Load() != 9 || ctr.GapBytes.Load() != 16 || lim.Used() != 0 {
+		t.Errorf("CapDroppedBytes %d, GapBytes %d, budget %d", ctr.CapDroppedBytes.Load(), ctr.GapBytes.Load(), lim.Used())
 	}
 }
 
 // TestInOrderNoAlloc: the in-order path allocates nothing.
 func TestInOrderNoAlloc(t *testing.T) {
 	var ctr Counters
-	opts := &Options{MaxBufferBytes: 100, Budget: newLimit(100), Counters: &ctr}
+	opts := &Options{MaxBufferBytes: 100, Budget: membudget.NewLimit(100), Counters: &ctr}
 	var s Stream
 	s.Init(opts, discard{})
 	payload := make([]byte, 100)

@@ -47,6 +47,8 @@ import (
 
 	"github.com/orbweaver/orbweaver/agent/decode/httpfields"
 	"github.com/orbweaver/orbweaver/internal/model"
+
+	"github.com/orbweaver/orbweaver/agent/membudget"
 )
 
 // Counters count parser events across connections.
@@ -95,22 +97,7 @@ type Options struct {
 
 // Budget accounts the memory held by Conns, shared with whatever else the
 // caller charges to it.
-type Budget interface {
-	// Reserve charges n bytes and reports whether they fit. It may make
-	// room by releasing memory held elsewhere, but never by calling back
-	// into the Conn that asks.
-	Reserve(n int64) bool
-	// Release returns n bytes charged earlier.
-	Release(n int64)
-}
-
-// Unlimited is a Budget that accepts every charge.
-var Unlimited Budget = unlimited{}
-
-type unlimited struct{}
-
-func (unlimited) Reserve(int64) bool { return true }
-func (unlimited) Release(int64)      {}
+type Budget = membudget.Budget
 
 // exchangeCost is what a call waiting to be emitted is charged besides the
 // header blocks its strings came from: its allocation and its slot in the
@@ -129,7 +116,7 @@ func objectSize(n uintptr) int64 {
 
 // DefaultOptions returns options with the defaults and the given counters.
 func DefaultOptions(c *Counters) Options {
-	return Options{MaxHeaderBytes: 64 << 10, MaxResyncScan: 256 << 10, MaxPending: 128, Budget: Unlimited, Counters: c}
+	return Options{MaxHeaderBytes: 64 << 10, MaxResyncScan: 256 << 10, MaxPending: 128, Budget: membudget.Unlimited, Counters: c}
 }
 
 const maxChunkLine = 4 << 10

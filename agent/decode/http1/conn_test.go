@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/orbweaver/orbweaver/internal/model"
+
+	"github.com/orbweaver/orbweaver/agent/membudget"
 )
 
 var (
@@ -315,7 +317,7 @@ func TestConnBudget(t *testing.T) {
 	opts := DefaultOptions(&ctr)
 	// Room for a call in flight, then for one partial header block of
 	// about 2 KiB but not two.
-	lim := newLimit(exchangeCost + int64(len(getReq)+len(okResp)) + 2100)
+	lim := membudget.NewLimit(exchangeCost + int64(len(getReq)+len(okResp)) + 2100)
 	opts.Budget = lim
 	var calls []*model.HTTPCall
 	emit := func(c *model.HTTPCall) { calls = append(calls, c) }
@@ -328,17 +330,17 @@ func TestConnBudget(t *testing.T) {
 	}
 	partial := "GET /partial HTTP/1.1\r\nX: " + strings.Repeat("a", 1970)
 	a.Data(0, []byte(partial), t0) // held: within budget
-	if lim.used != a.Memory() || a.Memory() < int64(len(partial)) {
-		t.Fatalf("budget used %d, a holds %d", lim.used, a.Memory())
+	if lim.Used() != a.Memory() || a.Memory() < int64(len(partial)) {
+		t.Fatalf("budget used %d, a holds %d", lim.Used(), a.Memory())
 	}
 	b.Data(0, []byte(partial), t0) // over budget: dropped
-	if lim.used != a.Memory() || b.Memory() != 0 || ctr.ParseErrors.Load() != 1 || ctr.MemoryRefused.Load() != 1 {
-		t.Fatalf("budget used %d, parse errors %d, refused %d", lim.used, ctr.ParseErrors.Load(), ctr.MemoryRefused.Load())
+	if lim.Used() != a.Memory() || b.Memory() != 0 || ctr.ParseErrors.Load() != 1 || ctr.MemoryRefused.Load() != 1 {
+		t.Fatalf("budget used %d, parse errors %d, refused %d", lim.Used(), ctr.ParseErrors.Load(), ctr.MemoryRefused.Load())
 	}
 	a.Close(t0)
 	b.Close(t0)
-	if lim.used != 0 {
-		t.Fatalf("budget leak: %d", lim.used)
+	if lim.Used() != 0 {
+		t.Fatalf("budget leak: %d", lim.Used())
 	}
 	if len(calls) != 2 {
 		t.Fatalf("%d calls", len(calls))

@@ -11,6 +11,8 @@ import (
 
 	"github.com/orbweaver/orbweaver/agent/decode/httpfields"
 	"github.com/orbweaver/orbweaver/internal/model"
+
+	"github.com/orbweaver/orbweaver/agent/membudget"
 )
 
 // newFieldsHarness is newHarness with derived fields on.
@@ -23,7 +25,7 @@ func newFieldsHarness(t *testing.T, cfg httpfields.Config) *harness {
 		t.Fatal(err)
 	}
 	h.opts.Fields = x
-	h.opts.Budget = newLimit(1 << 20)
+	h.opts.Budget = membudget.NewLimit(1 << 20)
 	return h
 }
 
@@ -92,8 +94,8 @@ func TestConnDerivedFields(t *testing.T) {
 		if strings.Contains(c.RequestHeaders+c.ResponseHeaders, "secret") || strings.Contains(c.RequestHeaders, tok) {
 			t.Errorf("secret in clear: %s %s", c.RequestHeaders, c.ResponseHeaders)
 		}
-		if h.opts.Budget.(*limit).used != 0 {
-			t.Errorf("split %d: budget %d after close", split, h.opts.Budget.(*limit).used)
+		if h.opts.Budget.(*membudget.Limit).Used() != 0 {
+			t.Errorf("split %d: budget %d after close", split, h.opts.Budget.(*membudget.Limit).Used())
 		}
 	}
 }
@@ -125,14 +127,14 @@ func TestConnFieldsDefaults(t *testing.T) {
 func TestConnBodyBudget(t *testing.T) {
 	h := newFieldsHarness(t, httpfields.Config{CaptureBodies: true, BodyMaxBytes: 1 << 20})
 	// Room for the call's charges and 1000 bytes more.
-	h.opts.Budget = newLimit(exchangeCost + int64(len(getReq)+len("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n")) + 1000)
+	h.opts.Budget = membudget.NewLimit(exchangeCost + int64(len(getReq)+len("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n")) + 1000)
 	body := strings.Repeat("b", 5000)
 	h.run([]step{c2s(getReq), s2c("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + body[:2000]), s2c(body[2000:])}, 0)
 	c := h.calls[0]
 	if !c.ResponseBodyTruncated || c.ResponseBodyDecodedSize > 1000 || c.ResponseBodySize != 5000 {
 		t.Errorf("truncated %v decoded %d wire %d", c.ResponseBodyTruncated, c.ResponseBodyDecodedSize, c.ResponseBodySize)
 	}
-	if h.opts.Budget.(*limit).used != 0 {
-		t.Errorf("budget %d after close", h.opts.Budget.(*limit).used)
+	if h.opts.Budget.(*membudget.Limit).Used() != 0 {
+		t.Errorf("budget %d after close", h.opts.Budget.(*membudget.Limit).Used())
 	}
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/orbweaver/orbweaver/agent/decode/httpfields"
 	"github.com/orbweaver/orbweaver/internal/model"
+
+	"github.com/orbweaver/orbweaver/agent/membudget"
 )
 
 // fuzzBodyMax is the body cap of the fuzz target: decoded bodies must stay
@@ -28,7 +30,7 @@ func fuzzRun(data []byte, emit func(*model.HTTPCall)) *Conn {
 	opts.MaxHeaderBytes = 512 // small caps reach the cap paths
 	opts.MaxResyncScan = 1024
 	opts.MaxPending = 4
-	opts.Budget = newLimit(4096)
+	opts.Budget = membudget.NewLimit(4096)
 	x, err := httpfields.New(httpfields.Config{
 		AllHeaders: true, HeadersRedact: []string{"x-secret"}, Salt: []byte("fuzz"),
 		CaptureBodies: true, BodyMaxBytes: fuzzBodyMax,
@@ -118,7 +120,7 @@ func FuzzConn(f *testing.F) {
 		}
 		var got []emitted
 		conn := fuzzRun(data, func(c *model.HTTPCall) { got = append(got, emitted{c, *c}) })
-		if used := conn.opts.Budget.(*limit).used; conn.Memory() != 0 || used != 0 {
+		if used := conn.opts.Budget.(*membudget.Limit).Used(); conn.Memory() != 0 || used != 0 {
 			t.Fatalf("after Close: memory %d, budget %d", conn.Memory(), used)
 		}
 		for _, e := range got {
