@@ -110,6 +110,9 @@ func seenCount(rg *liveRig, seen map[string]time.Time) int {
 	return len(seen)
 }
 
+// pollSQL finds the calls of a request id prefix stored since a time.
+const pollSQL = `SELECT x_request_id FROM http_calls WHERE time >= $1 AND x_request_id LIKE $2`
+
 // poll records in seen when each call of prefix first becomes queryable.
 func poll(ctx context.Context, rg *liveRig, prefix string, since time.Time, seen map[string]time.Time) error {
 	t := time.NewTicker(10 * time.Millisecond)
@@ -121,8 +124,7 @@ func poll(ctx context.Context, rg *liveRig, prefix string, since time.Time, seen
 		// scans all of it, which after the live section (over a million
 		// calls) made each poll take up to a second and measured the
 		// poller instead of the pipeline.
-		rows, err := rg.pool.Query(ctx, `SELECT x_request_id FROM http_calls WHERE time >= $1 AND x_request_id LIKE $2`,
-			pgx.QueryExecModeSimpleProtocol, since, prefix+"%")
+		rows, err := rg.pool.Query(ctx, pollSQL, pgx.QueryExecModeSimpleProtocol, since, prefix+"%")
 		if err != nil {
 			return fmt.Errorf("poll: %w", err)
 		}
@@ -183,19 +185,10 @@ func (rg *liveRig) oddCalls(ctx context.Context, t time.Time) string {
 
 // logPollPlan logs how Postgres runs the poller's query (a diagnostic).
 func logPollPlan(ctx context.Context, e *env, rg *liveRig, since time.Time, prefix string) {
-	rows, err := rg.pool.Query(ctx, `EXPLAIN (ANALYZE, BUFFERS) SELECT x_request_id FROM http_calls WHERE time >= $1 AND x_request_id LIKE $2`,
-		pgx.QueryExecModeSimpleProtocol, since, prefix+"%")
+	plan, err := explainPlan(ctx, rg.pool, pollSQL, pgx.QueryExecModeSimpleProtocol, since, prefix+"%")
 	if err != nil {
-		e.logf("e2e: explain the poll query: %v", err)
+		e.logf("e2e: poll query: %v", err)
 		return
 	}
-	defer rows.Close()
-	var b strings.Builder
-	for rows.Next() {
-		var line string
-		if rows.Scan(&line) == nil {
-			b.WriteString("\n    " + line)
-		}
-	}
-	e.logf("e2e: poll query plan:%s", b.String())
+	e.logf("e2e: poll query plan:%s", plan)
 }

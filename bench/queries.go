@@ -448,22 +448,32 @@ func explain(ctx context.Context, e *env, pool *pgxpool.Pool, q namedQuery, tr q
 	if err != nil {
 		return fmt.Errorf("%s: build: %w", q.name, err)
 	}
-	rows, err := pool.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+st.SQL, st.Args...)
+	plan, err := explainPlan(ctx, pool, st.SQL, st.Args...)
 	if err != nil {
-		return fmt.Errorf("%s: explain: %w", q.name, err)
+		return fmt.Errorf("%s: %w", q.name, err)
+	}
+	e.logf("queries: EXPLAIN %s:%s", q.name, plan)
+	return nil
+}
+
+// explainPlan returns EXPLAIN (ANALYZE, BUFFERS) of sql, a line per plan
+// line, each indented for the log. args may start with a pgx query mode.
+func explainPlan(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) (string, error) {
+	rows, err := pool.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+sql, args...)
+	if err != nil {
+		return "", fmt.Errorf("explain: %w", err)
 	}
 	defer rows.Close()
 	var b strings.Builder
 	for rows.Next() {
 		var line string
 		if err := rows.Scan(&line); err != nil {
-			return fmt.Errorf("%s: explain: %w", q.name, err)
+			return "", fmt.Errorf("explain: %w", err)
 		}
 		b.WriteString("\n    " + line)
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("%s: explain: %w", q.name, err)
+		return "", fmt.Errorf("explain: %w", err)
 	}
-	e.logf("queries: EXPLAIN %s:%s", q.name, b.String())
-	return nil
+	return b.String(), nil
 }
