@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
+	"github.com/orbweaver/orbweaver/internal/callconv"
 )
 
 // BatchResult tells what InsertCallBatch or InsertCallBatches stored for
@@ -339,7 +340,7 @@ func (e *copyEncoder) row(h *orbweaverv1.HttpCall) error {
 	respStart, respEnd := h.GetResponseStartNs(), h.GetResponseEndNs()
 
 	e.buf = binary.BigEndian.AppendUint16(e.buf, uint16(len(httpCallColumns)))
-	e.timestamp(firstNonZero(reqStart, respStart, reqEnd, respEnd, e.now.UnixNano()))
+	e.timestamp(callconv.CallTimeNs(h, e.now.UnixNano()))
 	e.field(e.agentID[:])
 	e.inet(clientIP)
 	e.port(h.GetClientPort(), clientIP)
@@ -430,15 +431,6 @@ func (e *copyEncoder) row(h *orbweaverv1.HttpCall) error {
 	e.int32(int32(min(h.GetRequestRetransmissions(), math.MaxInt32)))
 	e.int32(int32(min(h.GetResponseRetransmissions(), math.MaxInt32)))
 	return nil
-}
-
-func firstNonZero(ns ...int64) int64 {
-	for _, n := range ns {
-		if n != 0 {
-			return n
-		}
-	}
-	return 0
 }
 
 func (e *copyEncoder) null() { e.buf = binary.BigEndian.AppendUint32(e.buf, 0xffffffff) }

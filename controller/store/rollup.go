@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	orbweaverv1 "github.com/orbweaver/orbweaver/gen/orbweaver/v1"
+	"github.com/orbweaver/orbweaver/internal/callconv"
 	"github.com/orbweaver/orbweaver/internal/durhist"
 )
 
@@ -108,7 +109,7 @@ func (rb *rollupBatch) add(agent uuid.UUID, calls []*orbweaverv1.HttpCall, now t
 			return fmt.Errorf("call %d: server ip: %w", i, err)
 		}
 		reqStart, respEnd := h.GetRequestStartNs(), h.GetResponseEndNs()
-		ns := firstNonZero(reqStart, h.GetResponseStartNs(), h.GetRequestEndNs(), respEnd, now.UnixNano())
+		ns := callconv.CallTimeNs(h, now.UnixNano())
 		k := rollupKey{minute: floorDiv(floorDiv(ns, 1000), microsPerMinute) * microsPerMinute, agent: agent, server: serverIP}
 		if h.GetServerPort() == 0 && !serverIP.IsValid() {
 			k.portNull = true

@@ -146,13 +146,22 @@ func FromProto(p *orbweaverv1.HttpCall) *model.HTTPCall {
 	}
 }
 
-// CallTime is the time a call is filed under (the http_calls.time column):
-// request start, or response start when the request was not seen.
-func CallTime(p *orbweaverv1.HttpCall) time.Time {
-	if ns := p.GetRequestStartNs(); ns != 0 {
-		return time.Unix(0, ns).UTC()
+// CallTime is the time a call is filed under (the http_calls.time column
+// and its per-minute rollup): the first known of request start, response
+// start, request end and response end, else now (a call without any
+// timestamp is filed when it is stored).
+func CallTime(p *orbweaverv1.HttpCall, now time.Time) time.Time {
+	return time.Unix(0, CallTimeNs(p, now.UnixNano())).UTC()
+}
+
+// CallTimeNs is CallTime in Unix nanoseconds, for hot paths.
+func CallTimeNs(p *orbweaverv1.HttpCall, nowNs int64) int64 {
+	for _, ns := range [...]int64{p.GetRequestStartNs(), p.GetResponseStartNs(), p.GetRequestEndNs(), p.GetResponseEndNs()} {
+		if ns != 0 {
+			return ns
+		}
 	}
-	return time.Unix(0, p.GetResponseStartNs()).UTC()
+	return nowNs
 }
 
 func addrBytes(a netip.Addr) []byte {

@@ -94,12 +94,16 @@ func TestProtoRoundTrip(t *testing.T) {
 	if back2 := FromProto(&p2); *back2 != valid {
 		t.Fatalf("wire round trip changed the call:\n got %+v\nwant %+v", back2, valid)
 	}
-	if got := CallTime(p); !got.Equal(c.RequestStart) {
+	now := time.Unix(1800000000, 0)
+	if got := CallTime(p, now); !got.Equal(c.RequestStart) {
 		t.Fatalf("CallTime = %v", got)
 	}
 	noReq := &model.HTTPCall{ResponseStart: c.ResponseStart, Status: 200, ParseStatus: model.StatusNoRequest}
-	if got := CallTime(ToProto(noReq)); !got.Equal(c.ResponseStart) {
+	if got := CallTime(ToProto(noReq), now); !got.Equal(c.ResponseStart) {
 		t.Fatalf("CallTime without request = %v", got)
+	}
+	if got := CallTime(&orbweaverv1.HttpCall{}, now); !got.Equal(now) {
+		t.Fatalf("CallTime without any timestamp = %v, want now", got)
 	}
 }
 
