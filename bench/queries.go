@@ -31,8 +31,9 @@ func queryColumns() []string {
 	}
 }
 
-// callGen is a pgx.CopyFromSource of realistic calls: 50 servers (each
-// with its agent), 500 clients, 200 route templates with a skewed
+// callGen is a pgx.CopyFromSource of realistic calls: the mesh of
+// topology (50 servers, each with its agent; 500 client pods; 30% of the
+// calls between servers), 200 route templates with a skewed
 // popularity, GET-heavy methods, mostly 2xx, log-normal durations, start
 // times spread evenly over [from, from+span) in increasing order (with a
 // second of jitter), as calls arrive in production, so that the table is
@@ -44,8 +45,8 @@ type callGen struct {
 	n, left  int
 	from     time.Time
 	span     time.Duration
+	topo     *topology
 	servers  []netip.Addr
-	clients  []netip.Addr
 	agents   []pgtype.UUID
 	hosts    []string
 	tmpls    []string
@@ -55,14 +56,11 @@ type callGen struct {
 }
 
 func newCallGen(seed uint64, n int, from time.Time, span time.Duration) *callGen {
-	g := &callGen{rng: rand.New(rand.NewPCG(seed, 99)), n: n, left: n, from: from, span: span}
-	for i := range 50 {
-		g.servers = append(g.servers, netip.AddrFrom4([4]byte{10, 10, 0, byte(1 + i)}))
+	g := &callGen{rng: rand.New(rand.NewPCG(seed, 99)), n: n, left: n, from: from, span: span, topo: newTopology()}
+	g.servers = g.topo.servers
+	for i := range g.servers {
 		g.agents = append(g.agents, pgtype.UUID{Bytes: uuid.NewSHA1(uuid.NameSpaceOID, []byte{byte(i)}), Valid: true})
 		g.hosts = append(g.hosts, fmt.Sprintf("svc-%02d.default.svc:8080", i))
-	}
-	for i := range 500 {
-		g.clients = append(g.clients, netip.AddrFrom4([4]byte{10, 20, byte(i / 250), byte(1 + i%250)}))
 	}
 	resources := []string{"users", "orders", "items", "payments", "sessions", "carts", "search", "reviews", "invoices", "shipments"}
 	for i := range 200 {
@@ -142,12 +140,15 @@ func (g *callGen) Next() bool {
 	r := g.rng
 	done := float64(g.n-g.left) / float64(g.n)
 	start := g.from.Add(time.Duration(done*float64(g.span)) + time.Duration(r.Int64N(int64(time.Second))))
-	server := r.IntN(len(g.servers))
-	var client netip.Addr
+	var (
+		client netip.Addr
+		server int
+	)
 	if r.IntN(10) < 3 {
-		client = g.servers[r.IntN(len(g.servers))] // service-to-service
+		caller := r.IntN(len(g.servers)) // service-to-service
+		client, server = g.servers[caller], g.topo.serverCall(r, caller)
 	} else {
-		client = g.clients[r.IntN(len(g.clients))]
+		client, server = g.topo.clientCall(r)
 	}
 	if r.IntN(100) < 5 && g.left >= 4 {
 		// A trace: the root and 2–3 nested calls made by its server.
@@ -160,7 +161,7 @@ func (g *callGen) Next() bool {
 		g.left--
 		for k := range 2 + r.IntN(2) {
 			cs := start.Add(dur * time.Duration(1+2*k) / 10)
-			child := g.call(g.servers[server], r.IntN(len(g.servers)), cs, dur/8, trace)
+			child := g.call(g.servers[server], g.topo.serverCall(r, server), cs, dur/8, trace)
 			if child[11] == nil { // children answered, so they nest
 				child[11], child[12], child[15], child[16], child[25] = int16(200), int64(dur/8/time.Microsecond), cs.Truncate(time.Microsecond).Add(dur/10), cs.Truncate(time.Microsecond).Add(dur/8), "ok"
 			}
@@ -361,7 +362,7 @@ func benchQueries(ctx context.Context, e *env, rep *report) error {
 		return err
 	}
 	rollup := time.Since(start)
-	if _, err := pool.Exec(ctx, "ANALYZE http_calls_1m"); err != nil {
+	if _, err := pool.Exec(ctx, "ANALYZE http_calls_1m, http_edges_1m"); err != nil {
 		return fmt.Errorf("analyze: %w", err)
 	}
 	e.logf("queries: rollups of %d calls built in %s (%d rows, %.0f calls/s)", s.QueryRows, rollup.Round(time.Millisecond),
@@ -430,7 +431,7 @@ func benchQueries(ctx context.Context, e *env, rep *report) error {
 	rep.add(sec, "calls stored (generated, COPY)", "calls", []float64{float64(s.QueryRows)}, nil,
 		fmt.Sprintf("over the last 24 h, in time order; loaded at %.0f rows/s with 2 connections, all indexes", float64(s.QueryRows)/load.Seconds()))
 	rep.add(sec, "rollups built from the calls (RebuildRollups)", "s", []float64{rollup.Seconds()}, nil,
-		fmt.Sprintf("%d rows of http_calls_1m, one statement; %.0f calls/s", rollupRows, float64(s.QueryRows)/rollup.Seconds()))
+		fmt.Sprintf("%d rows of http_calls_1m and http_edges_1m, one statement each; %.0f calls/s", rollupRows, float64(s.QueryRows)/rollup.Seconds()))
 	for qi, q := range queries {
 		var t *target
 		if q.window == time.Hour {

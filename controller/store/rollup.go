@@ -18,14 +18,20 @@ import (
 	"github.com/orbweaver/orbweaver/internal/durhist"
 )
 
-// Per-minute rollups (migration 0011, table http_calls_1m): one row per
-// minute, agent and server ip:port. InsertCallBatches adds the calls of the
-// batches it stores in the transaction that stores them, so that the
-// rollups count every stored call exactly once. The calls are aggregated
-// here, in Go, into one row per key, and the rows upserted with one
+// Per-minute rollups: http_calls_1m (migration 0011), one row per minute,
+// agent and server ip:port; http_edges_1m (migration 0013), one row per
+// minute, agent, client ip and server ip:port, for the calls that have
+// both addresses. InsertCallBatches adds the calls of the batches it
+// stores in the transaction that stores them, so that the rollups count
+// every stored call exactly once. The calls are aggregated here, in Go,
+// into one row per key. http_calls_1m's rows are upserted with one
 // statement in key order (two transactions that update the same rows lock
-// them in the same order). agent_id is part of the key, so different
-// agents never update the same rows.
+// them in the same order; agent_id is part of the key, so different agents
+// never update the same rows). The edges, a row per client and server that
+// talked, are too many to upsert per transaction: they are appended to
+// http_edges_1m_pending, and FoldEdges (run by Run every foldInterval)
+// folds them into http_edges_1m. Every writer locks http_calls_1m, then
+// http_edges_1m_pending, then http_edges_1m, as http_rollups_rebuild does.
 //
 // A row's histogram grows by concatenation (cheap: no SQL function per
 // row) and is merged into one entry per bucket (http_histogram_merge) when
@@ -55,11 +61,21 @@ ON CONFLICT (bucket, agent_id, server_ip, server_port) DO UPDATE SET
 		THEN r.duration_histogram || EXCLUDED.duration_histogram
 		ELSE http_histogram_merge(r.duration_histogram || EXCLUDED.duration_histogram) END`
 
-// rollupKey is a key of http_calls_1m. An invalid server and portNull
-// stand for NULL.
+// insertEdgesSQL appends a transaction's edges to http_edges_1m_pending;
+// FoldEdges folds them into http_edges_1m (migration 0013).
+const insertEdgesSQL = `INSERT INTO http_edges_1m_pending (bucket, agent_id, client_ip, server_ip, server_port,
+	calls, errors, bytes, duration_histogram)
+SELECT k.bucket, k.agent_id, k.client_ip, k.server_ip, k.server_port, k.calls, k.errors, k.bytes, ($11::integer[])[k.lo:k.hi]
+FROM unnest($1::timestamptz[], $2::uuid[], $3::inet[], $4::inet[], $5::integer[], $6::bigint[], $7::bigint[],
+	$8::bigint[], $9::integer[], $10::integer[])
+	AS k(bucket, agent_id, client_ip, server_ip, server_port, calls, errors, bytes, lo, hi)`
+
+// rollupKey is a key of http_calls_1m (client invalid) or of
+// http_edges_1m. An invalid server and portNull stand for NULL.
 type rollupKey struct {
 	minute   int64 // Unix microseconds
 	agent    uuid.UUID
+	client   netip.Addr
 	server   netip.Addr
 	port     int32
 	portNull bool
@@ -70,6 +86,9 @@ func (a rollupKey) compare(b rollupKey) int {
 		return c
 	}
 	if c := slices.Compare(a.agent[:], b.agent[:]); c != 0 {
+		return c
+	}
+	if c := a.client.Compare(b.client); c != 0 {
 		return c
 	}
 	if c := a.server.Compare(b.server); c != 0 {
@@ -92,7 +111,8 @@ type rollup struct {
 // rollupBatch aggregates the calls of the batches of one transaction. The
 // zero value is ready.
 type rollupBatch struct {
-	rows map[rollupKey]*rollup
+	rows  map[rollupKey]*rollup // http_calls_1m
+	edges map[rollupKey]*rollup // http_edges_1m: calls, errors, bytes and hist only
 }
 
 const microsPerMinute = int64(time.Minute / time.Microsecond)
@@ -102,11 +122,16 @@ const microsPerMinute = int64(time.Minute / time.Microsecond)
 func (rb *rollupBatch) add(agent uuid.UUID, calls []*orbweaverv1.HttpCall, now time.Time) error {
 	if rb.rows == nil {
 		rb.rows = make(map[rollupKey]*rollup)
+		rb.edges = make(map[rollupKey]*rollup)
 	}
 	for i, h := range calls {
 		serverIP, err := ipValue(h.GetServerIp())
 		if err != nil {
 			return fmt.Errorf("call %d: server ip: %w", i, err)
+		}
+		clientIP, err := ipValue(h.GetClientIp())
+		if err != nil {
+			return fmt.Errorf("call %d: client ip: %w", i, err)
 		}
 		reqStart, respEnd := h.GetRequestStartNs(), h.GetResponseEndNs()
 		ns := callconv.CallTimeNs(h, now.UnixNano())
@@ -121,12 +146,22 @@ func (rb *rollupBatch) add(agent uuid.UUID, calls []*orbweaverv1.HttpCall, now t
 			r = &rollup{}
 			rb.rows[k] = r
 		}
-		r.calls++
-		if s := h.GetStatus(); s == 0 || s >= 500 {
-			r.errors++
+		var e *rollup // the call's edge, when it has both addresses
+		if clientIP.IsValid() && serverIP.IsValid() {
+			ek := k
+			ek.client = clientIP
+			if e = rb.edges[ek]; e == nil {
+				e = &rollup{}
+				rb.edges[ek] = e
+			}
 		}
-		r.bytes += int64(clampInt32(h.GetRequestHeaderSize())) + h.GetRequestBodySize() +
+		isError := h.GetStatus() == 0 || h.GetStatus() >= 500
+		bytes := int64(clampInt32(h.GetRequestHeaderSize())) + h.GetRequestBodySize() +
 			int64(clampInt32(h.GetResponseHeaderSize())) + h.GetResponseBodySize()
+		r.count(isError, bytes)
+		if e != nil {
+			e.count(isError, bytes)
+		}
 		if reqStart != 0 && respEnd != 0 {
 			d := (respEnd - reqStart) / 1000
 			if r.durCount == 0 {
@@ -136,10 +171,23 @@ func (rb *rollupBatch) add(agent uuid.UUID, calls []*orbweaverv1.HttpCall, now t
 			}
 			r.durCount++
 			r.durSum += d
-			r.hist = append(r.hist, durhist.Entry(durhist.Bucket(d), 1))
+			entry := durhist.Entry(durhist.Bucket(d), 1)
+			r.hist = append(r.hist, entry)
+			if e != nil {
+				e.hist = append(e.hist, entry)
+			}
 		}
 	}
 	return nil
+}
+
+// count adds a call that is an error or not, of bytes.
+func (r *rollup) count(isError bool, bytes int64) {
+	r.calls++
+	if isError {
+		r.errors++
+	}
+	r.bytes += bytes
 }
 
 func floorDiv(a, b int64) int64 {
@@ -170,17 +218,23 @@ func compact(entries []int32, flat []int32) ([]int32, int32, int32) {
 	return flat, lo, int32(len(flat))
 }
 
-// write upserts the aggregated rows.
+// sortedKeys returns the keys of rows in key order.
+func sortedKeys(rows map[rollupKey]*rollup) []rollupKey {
+	keys := make([]rollupKey, 0, len(rows))
+	for k := range rows {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, rollupKey.compare)
+	return keys
+}
+
+// write upserts the aggregated rows: http_calls_1m's, then http_edges_1m's.
 func (rb *rollupBatch) write(ctx context.Context, tx pgx.Tx) error {
 	n := len(rb.rows)
 	if n == 0 {
 		return nil
 	}
-	keys := make([]rollupKey, 0, n)
-	for k := range rb.rows {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, rollupKey.compare)
+	keys := sortedKeys(rb.rows)
 	var (
 		buckets            = make([]time.Time, n)
 		agents             = make([]pgtype.UUID, n)
@@ -207,6 +261,36 @@ func (rb *rollupBatch) write(ctx context.Context, tx pgx.Tx) error {
 		durCounts, durSums, durMins, durMaxs, los, his, flat); err != nil {
 		return fmt.Errorf("upsert http_calls_1m: %w", err)
 	}
+	return rb.writeEdges(ctx, tx)
+}
+
+// writeEdges appends the aggregated edges to http_edges_1m_pending.
+func (rb *rollupBatch) writeEdges(ctx context.Context, tx pgx.Tx) error {
+	n := len(rb.edges)
+	if n == 0 {
+		return nil
+	}
+	var (
+		buckets            = make([]time.Time, n)
+		agents             = make([]pgtype.UUID, n)
+		clients, servers   = make([]netip.Addr, n), make([]netip.Addr, n)
+		ports              = make([]int32, n)
+		calls, errs, bytes = make([]int64, n), make([]int64, n), make([]int64, n)
+		los, his           = make([]int32, n), make([]int32, n)
+		flat               = []int32{}
+	)
+	for i, k := range sortedKeys(rb.edges) {
+		e := rb.edges[k]
+		buckets[i] = time.UnixMicro(k.minute)
+		agents[i] = pgtype.UUID{Bytes: k.agent, Valid: true}
+		clients[i], servers[i], ports[i] = k.client, k.server, k.port
+		calls[i], errs[i], bytes[i] = e.calls, e.errors, e.bytes
+		flat, los[i], his[i] = compact(e.hist, flat)
+	}
+	if _, err := tx.Exec(ctx, insertEdgesSQL, buckets, agents, clients, servers, ports, calls, errs, bytes,
+		los, his, flat); err != nil {
+		return fmt.Errorf("insert http_edges_1m_pending: %w", err)
+	}
 	return nil
 }
 
@@ -228,14 +312,39 @@ func writeRollups(ctx context.Context, tx pgx.Tx, now time.Time, batches []*orbw
 	return rb.write(ctx, tx)
 }
 
-// RebuildRollups recomputes the rollups of the whole minutes that overlap
-// [from, to) from the calls stored (SQL function http_calls_rollup_rebuild)
-// and returns the number of rollup rows written. Use it after loading calls
+// foldInterval is how often Run folds the pending edges: it bounds what a
+// service map reads from http_edges_1m_pending (a row per edge and
+// transaction) to a few seconds of transactions.
+const foldInterval = 2 * time.Second
+
+// vacuumPendingEvery: Run vacuums http_edges_1m_pending every so many
+// folds, so that the rows folds delete do not pile up as dead rows that
+// every fold and service map scans.
+const vacuumPendingEvery = 15
+
+// FoldEdges folds the rows of http_edges_1m_pending into http_edges_1m (SQL
+// function http_edges_fold, one statement) and returns the pending rows
+// folded. Readers see the edges before or after, never half-folded. Safe
+// to run concurrently with itself, with InsertCallBatches and with
+// RebuildRollups.
+func (s *Store) FoldEdges(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, "SELECT http_edges_fold()").Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: fold edges: %w", err)
+	}
+	return n, nil
+}
+
+// RebuildRollups recomputes the rollups (http_calls_1m and http_edges_1m)
+// of the whole minutes that overlap [from, to) from the calls stored (SQL
+// function http_rollups_rebuild) and returns the number of rollup rows
+// written to both. Use it after loading calls
 // without InsertCallBatch, or to repair a time range; batches stored while
-// it runs wait for it. It reads every call of the range in one statement.
+// it runs wait for it. It reads every call of the range twice, in one
+// statement per table.
 func (s *Store) RebuildRollups(ctx context.Context, from, to time.Time) (int64, error) {
 	var n int64
-	if err := s.pool.QueryRow(ctx, "SELECT http_calls_rollup_rebuild($1, $2)", from, to).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, "SELECT http_rollups_rebuild($1, $2)", from, to).Scan(&n); err != nil {
 		return 0, fmt.Errorf("store: rebuild rollups: %w", err)
 	}
 	return n, nil

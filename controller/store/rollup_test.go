@@ -18,14 +18,26 @@ import (
 
 const otherAgent = "7a0d9e63-2c3b-4d4e-9f50-6b7c8d9e0f1a"
 
-// rollups reads http_calls_1m, one line per row, histograms merged into
-// one entry per bucket (their stored form depends on the batches).
+// rollups reads http_calls_1m and then http_edges_1m, one line per row,
+// histograms merged into one entry per bucket (their stored form depends
+// on the batches).
 func rollups(t *testing.T, s *store.Store) []string {
 	t.Helper()
-	return queryStrings(t, s, `SELECT concat_ws(' ', bucket, agent_id, coalesce(host(server_ip), '-'), coalesce(server_port::text, '-'),
+	return append(queryStrings(t, s, `SELECT concat_ws(' ', bucket, agent_id, coalesce(host(server_ip), '-'), coalesce(server_port::text, '-'),
 		calls, errors, bytes, duration_count, duration_sum_us,
 		coalesce(duration_min_us::text, '-'), coalesce(duration_max_us::text, '-'), http_histogram_merge(duration_histogram)::text)
-		FROM http_calls_1m ORDER BY bucket, agent_id, server_ip, server_port`)
+		FROM http_calls_1m ORDER BY bucket, agent_id, server_ip, server_port`), edges(t, s)...)
+}
+
+// edges reads the edges as rollups does: http_edges_1m and the rows
+// pending in http_edges_1m_pending, added up.
+func edges(t *testing.T, s *store.Store) []string {
+	t.Helper()
+	return queryStrings(t, s, `SELECT concat_ws(' ', 'edge', bucket, agent_id, host(client_ip), host(server_ip), server_port,
+		sum(calls), sum(errors), sum(bytes), http_histogram_merge(http_histogram_concat(duration_histogram))::text)
+		FROM (SELECT * FROM http_edges_1m UNION ALL SELECT * FROM http_edges_1m_pending) e
+		GROUP BY bucket, agent_id, client_ip, server_ip, server_port
+		ORDER BY bucket, agent_id, client_ip, server_ip, server_port`)
 }
 
 // rollupCalls returns n varied calls around base: servers, methods,
@@ -72,10 +84,13 @@ func TestRollupsMatchRebuild(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	base := time.Now().Add(-2 * time.Minute)
 	seq := uint64(0)
-	for range 30 {
+	for i := range 30 {
 		seq++
 		if _, err := s.InsertCallBatch(ctx, batch(seq, rollupCalls(rng, 200, base)...)); err != nil {
 			t.Fatal(err)
+		}
+		if i == 10 {
+			fold(t, s) // folded edges, then more pending rows of the same minutes
 		}
 	}
 	// Late calls, two days old, and a batch sent again.
@@ -129,6 +144,15 @@ func TestRollupsMatchRebuild(t *testing.T) {
 	if n, err := s.CountCalls(ctx, ""); err != nil || n != calls {
 		t.Fatalf("rollups count %d calls, the table holds %d (%v)", calls, n, err)
 	}
+	// The edges count the calls with both addresses, and only them.
+	var edgeCalls, withBoth int64
+	if err := s.Pool().QueryRow(ctx, `SELECT (SELECT sum(calls) FROM http_edges_1m) + (SELECT sum(calls) FROM http_edges_1m_pending),
+		(SELECT count(*) FROM http_calls WHERE client_ip IS NOT NULL AND server_ip IS NOT NULL)`).Scan(&edgeCalls, &withBoth); err != nil {
+		t.Fatal(err)
+	}
+	if edgeRows := len(edges(t, s)); edgeCalls != withBoth || withBoth == calls || edgeRows < 100 {
+		t.Fatalf("edges count %d calls in %d rows; %d calls have both addresses, of %d", edgeCalls, edgeRows, withBoth, calls)
+	}
 	n, err := s.RebuildRollups(ctx, base.AddDate(0, 0, -3), time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +162,69 @@ func TestRollupsMatchRebuild(t *testing.T) {
 	}
 	if rebuilt := rollups(t, s); !slices.Equal(maintained, rebuilt) {
 		t.Errorf("rollups differ from a rebuild:\n%s", diffLines(maintained, rebuilt))
+	}
+}
+
+// fold folds the pending edges, checking that the edges read the same
+// before and after and that nothing is left pending.
+func fold(t *testing.T, s *store.Store) {
+	t.Helper()
+	ctx := context.Background()
+	before := edges(t, s)
+	var pending int64
+	if err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM http_edges_1m_pending").Scan(&pending); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.FoldEdges(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != pending {
+		t.Errorf("folded %d rows, %d were pending", n, pending)
+	}
+	var left, folded int
+	if err := s.Pool().QueryRow(ctx, "SELECT (SELECT count(*) FROM http_edges_1m_pending), (SELECT count(*) FROM http_edges_1m)").Scan(&left, &folded); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 || folded != len(before) {
+		t.Errorf("after a fold: %d rows pending, %d folded; want 0, %d", left, folded, len(before))
+	}
+	if after := edges(t, s); !slices.Equal(before, after) {
+		t.Errorf("a fold changed the edges:\n%s", diffLines(before, after))
+	}
+}
+
+// A transaction's edges are pending until folded: one row per key and
+// transaction; folding adds them up into one row per key, histograms
+// above the merge threshold merged.
+func TestFoldEdges(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	base := time.Now().Truncate(time.Minute).Add(-time.Minute)
+	// Three transactions of the same edge (one minute, one client, one
+	// server), 100 calls each in buckets 1 … 100.
+	for i := range 3 {
+		calls := make([]*orbweaverv1.HttpCall, 100)
+		for j := range calls {
+			c := call(base.Add(time.Duration(j) * 100 * time.Millisecond))
+			c.ResponseEndNs = c.RequestStartNs + durhist.Lower(1+j)*1000
+			calls[j] = c
+		}
+		if _, err := s.InsertCallBatch(ctx, batch(uint64(i+1), calls...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	equalStrings(t, "pending", queryStrings(t, s,
+		"SELECT calls || ' ' || cardinality(duration_histogram) FROM http_edges_1m_pending ORDER BY 1"),
+		[]string{"100 100", "100 100", "100 100"})
+	fold(t, s)
+	// 300 entries are above the threshold: merged, one entry (count 3)
+	// per bucket.
+	equalStrings(t, "folded", queryStrings(t, s,
+		"SELECT calls || ' ' || cardinality(duration_histogram) || ' ' || duration_histogram[100] FROM http_edges_1m"),
+		[]string{fmt.Sprintf("300 100 %d", durhist.Entry(100, 3))})
+	if n, err := s.FoldEdges(ctx); err != nil || n != 0 {
+		t.Errorf("folding nothing: %d rows (%v)", n, err)
 	}
 }
 
@@ -192,6 +279,18 @@ func TestRollupsConcurrentWriters(t *testing.T) {
 	base := time.Now().Add(-time.Minute)
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
+	folding, stopFolding := context.WithCancel(ctx)
+	folded := make(chan error, 1)
+	go func() { // as Store.Run does, only more often
+		for folding.Err() == nil {
+			if _, err := s.FoldEdges(ctx); err != nil {
+				folded <- err
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		folded <- nil
+	}()
 	for w := range 4 {
 		wg.Add(1)
 		go func() {
@@ -227,6 +326,10 @@ func TestRollupsConcurrentWriters(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	stopFolding()
+	if err := <-folded; err != nil {
+		t.Fatal(err)
+	}
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
@@ -273,4 +376,68 @@ func TestMigrateBackfillsRollups(t *testing.T) {
 		t.Fatal(err)
 	}
 	equalStrings(t, "reader privileges", got, []string{"true", "true"})
+}
+
+// Migration 0013 builds the edges of the calls stored before it.
+func TestMigrateBackfillsEdges(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	rng := rand.New(rand.NewPCG(5, 6))
+	if _, err := s.InsertCallBatch(ctx, batch(1, rollupCalls(rng, 500, time.Now().Add(-time.Hour))...)); err != nil {
+		t.Fatal(err)
+	}
+	want := edges(t, s)
+	if len(want) < 20 {
+		t.Fatalf("%d edges", len(want))
+	}
+	for _, sql := range []string{"DROP TABLE http_edges_1m", "DROP FUNCTION http_edges_rollup_rebuild, http_rollups_rebuild",
+		"DELETE FROM schema_migrations WHERE version = 13"} {
+		if _, err := s.Pool().Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := edges(t, s); !slices.Equal(got, want) {
+		t.Errorf("backfilled edges differ:\n%s", diffLines(want, got))
+	}
+	var readable bool
+	if err := s.Pool().QueryRow(ctx, "SELECT has_table_privilege('orbweaver_reader', 'http_edges_1m', 'SELECT')").Scan(&readable); err != nil || !readable {
+		t.Fatalf("orbweaver_reader can read http_edges_1m: %v (%v)", readable, err)
+	}
+}
+
+// Run folds the pending edges by itself.
+func TestRunFoldsEdges(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := open(t)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	rng := rand.New(rand.NewPCG(9, 10))
+	if _, err := s.InsertCallBatch(ctx, batch(1, rollupCalls(rng, 300, time.Now().Add(-time.Minute))...)); err != nil {
+		t.Fatal(err)
+	}
+	want := edges(t, s)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var pending int
+		if err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM http_edges_1m_pending").Scan(&pending); err != nil {
+			t.Fatal(err)
+		}
+		if pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d edges still pending after 30 s", pending)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := edges(t, s); !slices.Equal(got, want) {
+		t.Errorf("folded edges differ:\n%s", diffLines(want, got))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -68,14 +68,30 @@ func (s *Store) Close() { s.pool.Close() }
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Run creates partitions ahead and prunes data past retention (see Prune)
-// every hour until ctx is done, then returns nil. Failures are logged and retried at the next tick.
+// every hour, and folds the pending service map edges (see FoldEdges) every
+// foldInterval, until ctx is done, then returns nil. Failures are logged
+// and retried at the next tick.
 func (s *Store) Run(ctx context.Context) error {
 	t := time.NewTicker(partitionInterval)
 	defer t.Stop()
+	fold := time.NewTicker(foldInterval)
+	defer fold.Stop()
+	folds := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-fold.C:
+			if _, err := s.FoldEdges(ctx); err != nil && ctx.Err() == nil {
+				s.logger.Error("fold edges", "err", err)
+			}
+			if folds++; folds%vacuumPendingEvery == 0 {
+				// Every fold deletes what it folds: give the space back
+				// before autovacuum (once a minute at best) would.
+				if _, err := s.pool.Exec(ctx, "VACUUM http_edges_1m_pending"); err != nil && ctx.Err() == nil {
+					s.logger.Error("vacuum pending edges", "err", err)
+				}
+			}
 		case now := <-t.C:
 			if err := s.EnsurePartitions(ctx, now); err != nil && ctx.Err() == nil {
 				s.logger.Error("ensure partitions", "err", err)

@@ -22,8 +22,9 @@ const ID = "orbweaver-calls-datasource"
 // MinSchemaVersion is the oldest schema (schema_migrations.version) the
 // plugin's queries work on: 7 added the identification, origin, template,
 // token and credentials columns it reads, 11 the per-minute rollups
-// (http_calls_1m) and histogram functions of statistics and service maps.
-const MinSchemaVersion = 11
+// (http_calls_1m) and histogram functions of statistics and service maps,
+// 13 the service map's edges (http_edges_1m).
+const MinSchemaVersion = 13
 
 // Compile-time checks of the handlers a Datasource serves.
 var (

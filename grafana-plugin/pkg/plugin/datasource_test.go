@@ -540,9 +540,9 @@ func TestCheckHealth(t *testing.T) {
 	})
 	t.Run("old schema", func(t *testing.T) {
 		e := newEnv(t, true)
-		admin(t, e.adminURL, "DELETE FROM schema_migrations WHERE version >= 11")
+		admin(t, e.adminURL, "DELETE FROM schema_migrations WHERE version >= 13")
 		res := e.health(t)
-		if res.Status != backend.HealthStatusError || !strings.Contains(res.Message, "is at version 10; this plugin needs version 11") {
+		if res.Status != backend.HealthStatusError || !strings.Contains(res.Message, "is at version 12; this plugin needs version 13") {
 			t.Fatalf("health = %v %q", res.Status, res.Message)
 		}
 	})

@@ -24,7 +24,8 @@ var rollupAgents = []string{"aaaaaaaa-0000-4000-8000-000000000001", "aaaaaaaa-00
 // insertRollupCalls stores, through the controller's store (which keeps the
 // rollups), three hours of varied calls from t0: 6 servers on two ports,
 // clients, statuses with errors and missing responses, log-normal
-// durations, and calls with unknown servers.
+// durations, and calls with unknown servers. The edges of half the batches
+// are folded, the others pending.
 func insertRollupCalls(t *testing.T, st *store.Store) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(11, 12))
@@ -46,6 +47,11 @@ func insertRollupCalls(t *testing.T, st *store.Store) {
 		}
 		if _, err := st.InsertCallBatch(context.Background(), &orbweaverv1.CallBatch{AgentId: agent, BootId: bootA, Sequence: uint64(b + 1), HttpCalls: calls}); err != nil {
 			t.Fatal(err)
+		}
+		if b == batches/2 { // half the edges folded, half pending
+			if _, err := st.FoldEdges(context.Background()); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
@@ -116,6 +122,12 @@ func TestRollupsMatchCalls(t *testing.T) {
 			rolled, exact := run(false), run(true)
 			if !strings.Contains(rolled[0].Meta.ExecutedQueryString, "http_calls_1m") {
 				t.Error("the nodes do not read the rollups")
+			}
+			if !strings.Contains(rolled[0].Meta.ExecutedQueryString, "http_edges_1m") {
+				t.Error("the edges do not read the rollups")
+			}
+			if strings.Contains(exact[0].Meta.ExecutedQueryString, "_1m") {
+				t.Error("an exact service map reads the rollups")
 			}
 			for i := range rolled {
 				compareFrames(t, rolled[i], exact[i])

@@ -174,6 +174,9 @@ func TestGolden(t *testing.T) {
 		{"service_map_edges", func() (Statement, error) {
 			return ServiceMapEdges(Query{Filters: Filters{Method: List{"GET"}}, Limit: 5000}, tr)
 		}},
+		{"service_map_edges_rollup", func() (Statement, error) {
+			return ServiceMapEdges(Query{Filters: Filters{Server: List{"10.0.0.1:8080"}}}, trUnaligned)
+		}},
 		{"service_map_edges_exact", func() (Statement, error) {
 			return ServiceMapEdges(Query{Exact: true}, tr)
 		}},

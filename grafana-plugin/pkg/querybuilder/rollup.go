@@ -1,6 +1,7 @@
 package querybuilder
 
 import (
+	"strings"
 	"time"
 
 	"github.com/orbweaver/orbweaver/internal/durhist"
@@ -8,8 +9,10 @@ import (
 
 // Rollups. Migration 0011 keeps http_calls_1m: per minute, agent and server
 // ip:port, the calls, errors, bytes and a duration histogram of every
-// stored call (see docs/schema.md). A statistics or service map nodes query
-// reads it instead of the calls when it is covered:
+// stored call; migration 0013 keeps http_edges_1m, the same per minute,
+// agent, client ip and server ip:port, of the calls that have both
+// addresses (see docs/schema.md). A statistics or service map query reads
+// them instead of the calls when it is covered:
 //
 //   - its filters are on the rollup's dimensions only (agent, server IP,
 //     port, server ip:port) and it groups by them only (server, agent);
@@ -78,12 +81,21 @@ func wholeMinutes(tr TimeRange) (lo, hi time.Time, ok bool) {
 	return lo, hi, lo.Before(hi)
 }
 
+// The rollup tables rollupCalls reads: the edges are in http_edges_1m and,
+// for the last seconds' transactions, in http_edges_1m_pending (several
+// rows per key, added up like the rest).
+var (
+	callsRollup = []string{"http_calls_1m"}
+	edgesRollup = []string{"http_edges_1m", "http_edges_1m_pending"}
+)
+
 // rollupCalls returns the body of a CTE with the columns time, calls,
 // errors, bytes, duration_histogram and the given extra expressions (over
-// columns that both tables have): the rollup rows of the whole minutes
-// [lo, hi) of tr and the calls of the rest of tr, both matching f (covered
-// by the rollup). extra holds "expression AS name" items.
-func (p *params) rollupCalls(f Filters, tr TimeRange, lo, hi time.Time, extra []string) (string, error) {
+// columns that every table has): the rows of the rollup tables of the
+// whole minutes [lo, hi) of tr and the calls of the rest of tr, all
+// matching f (covered by the rollup). extra holds "expression AS name"
+// items.
+func (p *params) rollupCalls(tables []string, f Filters, tr TimeRange, lo, hi time.Time, extra []string) (string, error) {
 	from, to, whole0, whole1 := p.arg(tr.From), p.arg(tr.To), p.arg(lo), p.arg(hi)
 	conds, err := p.filters(f)
 	if err != nil {
@@ -95,11 +107,15 @@ func (p *params) rollupCalls(f Filters, tr TimeRange, lo, hi time.Time, extra []
 	}
 	rollupConds := append([]string{"bucket >= " + whole0, "bucket < " + whole1}, conds...)
 	rawConds := append([]string{"((time >= " + from + " AND time < " + whole0 + ") OR (time >= " + whole1 + " AND time < " + to + "))"}, conds...)
-	return `  SELECT bucket AS time, calls, errors, bytes, duration_histogram` + more + `
-  FROM http_calls_1m
+	var rolled strings.Builder
+	for _, table := range tables {
+		rolled.WriteString(`  SELECT bucket AS time, calls, errors, bytes, duration_histogram` + more + `
+  FROM ` + table + `
   WHERE ` + and(rollupConds, "    ") + `
   UNION ALL
-  SELECT time, 1, ` + isError + `::int, ` + totalBytes + `,
+`)
+	}
+	return rolled.String() + `  SELECT time, 1, ` + isError + `::int, ` + totalBytes + `,
     ` + callHistogram + more + `
   FROM http_calls
   WHERE ` + and(rawConds, "    "), nil

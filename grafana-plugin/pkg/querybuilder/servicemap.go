@@ -4,23 +4,45 @@ package querybuilder
 // the calls matching q in tr, the busiest first, at most the limit. Columns:
 // source, target (text), calls, errors (bigint), p95_ms (float8).
 //
-// The edges are counted from the calls (the rollups do not keep client
-// addresses: there are about as many edges per minute as calls). In one
-// pass: the p95 comes from a duration histogram per edge, computed by the
-// caller (Statement.Percentiles) within PercentileRelativeError, as the
-// nodes' from the rollups; with q.Exact, percentile_cont of the selected
-// edges' calls (a second pass).
+// Queries the rollups cover read the edges' rollup (http_edges_1m) for the
+// whole minutes of tr and the calls for the rest (see rollup.go); others
+// count the calls, in one pass. Either way the p95 comes from a duration
+// histogram per edge, computed by the caller (Statement.Percentiles)
+// within PercentileRelativeError, as the nodes'; with q.Exact,
+// percentile_cont of the selected edges' calls (a second pass).
 func ServiceMapEdges(q Query, tr TimeRange) (Statement, error) {
 	if err := tr.validate(); err != nil {
 		return Statement{}, err
 	}
 	var p params
+	limit, capped := clamp(q.Limit, DefaultServiceMapEdges, MaxServiceMapEdges)
+	percentiles := []Percentile{{Column: "p95_ms", P: 0.95}}
+	if lo, hi, ok := wholeMinutes(tr); ok && !q.Exact && rollupCovered(q.Filters) {
+		calls, err := p.rollupCalls(edgesRollup, q.Filters, tr, lo, hi, []string{"client_ip", "server_ip"})
+		if err != nil {
+			return Statement{}, err
+		}
+		sql := `WITH rolled AS (
+` + calls + `
+)
+SELECT host(client_ip) AS source,
+  host(server_ip) AS target,
+  sum(calls)::bigint AS calls,
+  sum(errors)::bigint AS errors,
+  NULL::float8 AS p95_ms,
+  http_histogram_concat(duration_histogram) AS ` + HistogramColumn + `
+FROM rolled
+WHERE client_ip IS NOT NULL AND server_ip IS NOT NULL
+GROUP BY client_ip, server_ip
+ORDER BY calls DESC, source, target
+LIMIT ` + p.arg(int64(limit))
+		return Statement{SQL: sql, Args: p.args, Limit: limit, Capped: capped, Percentiles: percentiles}, nil
+	}
 	conds, err := p.where(q.Filters, tr)
 	if err != nil {
 		return Statement{}, err
 	}
 	conds = append(conds, "client_ip IS NOT NULL", "server_ip IS NOT NULL")
-	limit, capped := clamp(q.Limit, DefaultServiceMapEdges, MaxServiceMapEdges)
 	if !q.Exact {
 		sql := `SELECT host(client_ip) AS source,
   host(server_ip) AS target,
@@ -33,7 +55,7 @@ WHERE ` + and(conds, "  ") + `
 GROUP BY client_ip, server_ip
 ORDER BY calls DESC, source, target
 LIMIT ` + p.arg(int64(limit))
-		return Statement{SQL: sql, Args: p.args, Limit: limit, Capped: capped, Percentiles: []Percentile{{Column: "p95_ms", P: 0.95}}}, nil
+		return Statement{SQL: sql, Args: p.args, Limit: limit, Capped: capped, Percentiles: percentiles}, nil
 	}
 	sql := `WITH calls AS MATERIALIZED (
   SELECT client_ip, server_ip, ` + isError + ` AS error, duration_us
@@ -68,7 +90,7 @@ func ServiceMapNodes(q Query, tr TimeRange, ips []string) (Statement, error) {
 	}
 	var p params
 	if lo, hi, ok := wholeMinutes(tr); ok && !q.Exact && rollupCovered(q.Filters) {
-		calls, err := p.rollupCalls(q.Filters, tr, lo, hi, []string{"server_ip"})
+		calls, err := p.rollupCalls(callsRollup, q.Filters, tr, lo, hi, []string{"server_ip"})
 		if err != nil {
 			return Statement{}, err
 		}
