@@ -132,6 +132,7 @@ func Run(ctx context.Context, cfg Config) error {
 	} else {
 		log.Warn("authentication is off: any client may connect")
 	}
+	st.SetFoldObserver(met.EdgesFolded)
 	agentSvc := agents.NewService(st, reg, log, met)
 	srv := newGRPCServer(st, agentSvc, reg, log, opts...)
 	log.Info("controller listening", "addr", lis.Addr().String(), "version", cfg.Version)

@@ -273,7 +273,7 @@ func TestFileModeStoresEveryExchange(t *testing.T) {
 	}
 	// The controller's Prometheus metrics saw the same.
 	m := scrape(t, "http://"+metricsAddr+"/metrics")
-	for _, want := range []string{"orbweaver_controller_calls_stored_total 30", `orbweaver_controller_batches_total{result="failed"} 0`, "orbweaver_controller_ingest_queue_depth 0"} {
+	for _, want := range []string{"orbweaver_controller_calls_stored_total 30", `orbweaver_controller_batches_total{result="failed"} 0`, "orbweaver_controller_ingest_queue_depth 0", `orbweaver_controller_errors_total{kind="edge_fold"} 0`} {
 		if !strings.Contains(m, want+"\n") {
 			t.Errorf("controller metrics lack %q", want)
 		}

@@ -1,6 +1,7 @@
 // Package metrics holds the controller's Prometheus metrics: connected
-// agents, batch ingest outcomes and latency, the ingest queue, errors, and
-// the Go runtime and process collectors, on a registry of its own.
+// agents, batch ingest outcomes and latency, the ingest queue, folds of the
+// service map edges, errors, and the Go runtime and process collectors, on
+// a registry of its own.
 package metrics
 
 import (
@@ -31,7 +32,8 @@ const (
 // Error kinds for Error; BatchFailed counts under ErrorKindIngest. Kinds
 // become label values: use a small fixed set.
 const (
-	ErrorKindIngest = "ingest"
+	ErrorKindIngest   = "ingest"
+	ErrorKindEdgeFold = "edge_fold"
 )
 
 // Metrics records the controller's metrics. Its methods are safe for
@@ -43,6 +45,8 @@ type Metrics struct {
 	insertTime  prometheus.Histogram
 	queueDepth  prometheus.Gauge
 	errors      *prometheus.CounterVec
+	edgesFolded prometheus.Counter
+	foldTime    prometheus.Histogram
 }
 
 // New returns the controller's metrics on a new registry. connected reports
@@ -77,6 +81,15 @@ func New(connected func() int) *Metrics {
 			Name: "orbweaver_controller_errors_total",
 			Help: "Errors by kind.",
 		}, []string{"kind"}),
+		edgesFolded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orbweaver_controller_edges_folded_total",
+			Help: "Pending service map edge rows (http_edges_1m_pending) folded into http_edges_1m.",
+		}),
+		foldTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "orbweaver_controller_edge_fold_seconds",
+			Help:    "Time to fold the pending service map edges, failed folds included.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
 	}
 	agents := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "orbweaver_controller_agents_connected",
@@ -89,9 +102,10 @@ func New(connected func() int) *Metrics {
 		m.batches.WithLabelValues(r)
 	}
 	m.errors.WithLabelValues(ErrorKindIngest)
+	m.errors.WithLabelValues(ErrorKindEdgeFold)
 
 	m.reg.MustRegister(
-		agents, m.batches, m.callsStored, m.insertTime, m.queueDepth, m.errors,
+		agents, m.batches, m.callsStored, m.insertTime, m.queueDepth, m.errors, m.edgesFolded, m.foldTime,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -137,3 +151,15 @@ func (m *Metrics) IngestQueueInc() { m.queueDepth.Inc() }
 
 // IngestQueueDec undoes one IngestQueueInc. It implements agents.Observer.
 func (m *Metrics) IngestQueueDec() { m.queueDepth.Dec() }
+
+// EdgesFolded records a fold of the pending service map edges that folded
+// rows in took, or failed with err (counted in
+// errors_total{kind="edge_fold"}). It fits store.(*Store).SetFoldObserver.
+func (m *Metrics) EdgesFolded(rows int64, took time.Duration, err error) {
+	m.foldTime.Observe(took.Seconds())
+	if err != nil {
+		m.errors.WithLabelValues(ErrorKindEdgeFold).Inc()
+		return
+	}
+	m.edgesFolded.Add(float64(rows))
+}

@@ -24,8 +24,12 @@ orbweaver_controller_batches_total{result="stored"} 0
 # HELP orbweaver_controller_calls_stored_total Calls stored (duplicate batches not counted).
 # TYPE orbweaver_controller_calls_stored_total counter
 orbweaver_controller_calls_stored_total 0
+# HELP orbweaver_controller_edges_folded_total Pending service map edge rows (http_edges_1m_pending) folded into http_edges_1m.
+# TYPE orbweaver_controller_edges_folded_total counter
+orbweaver_controller_edges_folded_total 0
 # HELP orbweaver_controller_errors_total Errors by kind.
 # TYPE orbweaver_controller_errors_total counter
+orbweaver_controller_errors_total{kind="edge_fold"} 0
 orbweaver_controller_errors_total{kind="ingest"} 0
 # HELP orbweaver_controller_ingest_queue_depth Call batches received and not yet stored.
 # TYPE orbweaver_controller_ingest_queue_depth gauge
@@ -35,6 +39,7 @@ orbweaver_controller_ingest_queue_depth 0
 		"orbweaver_controller_agents_connected",
 		"orbweaver_controller_batches_total",
 		"orbweaver_controller_calls_stored_total",
+		"orbweaver_controller_edges_folded_total",
 		"orbweaver_controller_errors_total",
 		"orbweaver_controller_ingest_queue_depth",
 	); err != nil {
@@ -58,6 +63,8 @@ func TestEvents(t *testing.T) {
 	m.IngestQueueInc()
 	m.IngestQueueInc()
 	m.IngestQueueDec()
+	m.EdgesFolded(1200, 15625*time.Microsecond, nil) // 2^-6 s, bucket 0.025
+	m.EdgesFolded(0, 1953125*time.Nanosecond, errors.New("database down"))
 
 	want := `
 # HELP orbweaver_controller_agents_connected Agents with a stream open.
@@ -89,8 +96,30 @@ orbweaver_controller_batches_total{result="stored"} 2
 # HELP orbweaver_controller_calls_stored_total Calls stored (duplicate batches not counted).
 # TYPE orbweaver_controller_calls_stored_total counter
 orbweaver_controller_calls_stored_total 150
+# HELP orbweaver_controller_edge_fold_seconds Time to fold the pending service map edges, failed folds included.
+# TYPE orbweaver_controller_edge_fold_seconds histogram
+orbweaver_controller_edge_fold_seconds_bucket{le="0.001"} 0
+orbweaver_controller_edge_fold_seconds_bucket{le="0.0025"} 1
+orbweaver_controller_edge_fold_seconds_bucket{le="0.005"} 1
+orbweaver_controller_edge_fold_seconds_bucket{le="0.01"} 1
+orbweaver_controller_edge_fold_seconds_bucket{le="0.025"} 2
+orbweaver_controller_edge_fold_seconds_bucket{le="0.05"} 2
+orbweaver_controller_edge_fold_seconds_bucket{le="0.1"} 2
+orbweaver_controller_edge_fold_seconds_bucket{le="0.25"} 2
+orbweaver_controller_edge_fold_seconds_bucket{le="0.5"} 2
+orbweaver_controller_edge_fold_seconds_bucket{le="1"} 2
+orbweaver_controller_edge_fold_seconds_bucket{le="2.5"} 2
+orbweaver_controller_edge_fold_seconds_bucket{le="5"} 2
+orbweaver_controller_edge_fold_seconds_bucket{le="10"} 2
+orbweaver_controller_edge_fold_seconds_bucket{le="+Inf"} 2
+orbweaver_controller_edge_fold_seconds_sum 0.017578125
+orbweaver_controller_edge_fold_seconds_count 2
+# HELP orbweaver_controller_edges_folded_total Pending service map edge rows (http_edges_1m_pending) folded into http_edges_1m.
+# TYPE orbweaver_controller_edges_folded_total counter
+orbweaver_controller_edges_folded_total 1200
 # HELP orbweaver_controller_errors_total Errors by kind.
 # TYPE orbweaver_controller_errors_total counter
+orbweaver_controller_errors_total{kind="edge_fold"} 1
 orbweaver_controller_errors_total{kind="ingest"} 1
 orbweaver_controller_errors_total{kind="stream"} 2
 # HELP orbweaver_controller_ingest_queue_depth Call batches received and not yet stored.
@@ -102,6 +131,8 @@ orbweaver_controller_ingest_queue_depth 2
 		"orbweaver_controller_batch_insert_seconds",
 		"orbweaver_controller_batches_total",
 		"orbweaver_controller_calls_stored_total",
+		"orbweaver_controller_edge_fold_seconds",
+		"orbweaver_controller_edges_folded_total",
 		"orbweaver_controller_errors_total",
 		"orbweaver_controller_ingest_queue_depth",
 	); err != nil {

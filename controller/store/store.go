@@ -31,6 +31,7 @@ type Store struct {
 	logger             *slog.Logger
 	heartbeatRetention time.Duration
 	encoders           sync.Pool // *copyEncoder, reused across batches
+	onFold             func(rows int64, took time.Duration, err error)
 }
 
 // Open connects to databaseURL, applies pending migrations and creates the
@@ -60,6 +61,11 @@ func Open(ctx context.Context, databaseURL string, logger *slog.Logger) (*Store,
 	return s, nil
 }
 
+// SetFoldObserver has Run report every fold of the pending service map
+// edges: the rows folded, the time it took and its error. Call it before
+// Run.
+func (s *Store) SetFoldObserver(f func(rows int64, took time.Duration, err error)) { s.onFold = f }
+
 // Close closes the pool, waiting for connections in use to be released.
 func (s *Store) Close() { s.pool.Close() }
 
@@ -82,8 +88,16 @@ func (s *Store) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-fold.C:
-			if _, err := s.FoldEdges(ctx); err != nil && ctx.Err() == nil {
+			start := time.Now()
+			n, err := s.FoldEdges(ctx)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
 				s.logger.Error("fold edges", "err", err)
+			}
+			if s.onFold != nil {
+				s.onFold(n, time.Since(start), err)
 			}
 			if folds++; folds%vacuumPendingEvery == 0 {
 				// Every fold deletes what it folds: give the space back
