@@ -34,7 +34,7 @@ func TestMigrateIdempotent(t *testing.T) {
 			AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1`),
 		[]string{"agent_configs", "agent_heartbeats", "agents", "config_defaults", "http_calls",
 			"http_calls_1m", "http_duration_buckets", // 0011_http_calls_rollups
-			"http_edges_1m", "http_edges_1m_pending", // 0013_http_edges_rollup
+			"http_edges_10m", "http_edges_1m", "http_edges_1m_pending", // 0013_http_edges_rollup
 			"ingested_batches", "schema_migrations"})
 	equalStrings(t, "http_calls columns",
 		queryStrings(t, s, `SELECT column_name || ' ' || data_type || ' ' || is_nullable FROM information_schema.columns

@@ -18,10 +18,10 @@ import (
 	"github.com/orbweaver/orbweaver/internal/durhist"
 )
 
-// Per-minute rollups: http_calls_1m (migration 0011), one row per minute,
-// agent and server ip:port; http_edges_1m (migration 0013), one row per
-// minute, agent, client ip and server ip:port, for the calls that have
-// both addresses. InsertCallBatches adds the calls of the batches it
+// Rollups: http_calls_1m (migration 0011), one row per minute, agent and
+// server ip:port; http_edges_1m and http_edges_10m (migration 0013), one
+// row per minute or 10 minutes, agent, client ip and server ip:port, for
+// the calls that have both addresses. InsertCallBatches adds the calls of the batches it
 // stores in the transaction that stores them, so that the rollups count
 // every stored call exactly once. The calls are aggregated here, in Go,
 // into one row per key. http_calls_1m's rows are upserted with one
@@ -30,8 +30,9 @@ import (
 // never update the same rows). The edges, a row per client and server that
 // talked, are too many to upsert per transaction: they are appended to
 // http_edges_1m_pending, and FoldEdges (run by Run every foldInterval)
-// folds them into http_edges_1m. Every writer locks http_calls_1m, then
-// http_edges_1m_pending, then http_edges_1m, as http_rollups_rebuild does.
+// folds them into both edge tables. Every writer locks http_calls_1m, then
+// http_edges_1m_pending, then http_edges_1m, then http_edges_10m, as
+// http_rollups_rebuild does.
 //
 // A row's histogram grows by concatenation (cheap: no SQL function per
 // row) and is merged into one entry per bucket (http_histogram_merge) when
@@ -62,7 +63,8 @@ ON CONFLICT (bucket, agent_id, server_ip, server_port) DO UPDATE SET
 		ELSE http_histogram_merge(r.duration_histogram || EXCLUDED.duration_histogram) END`
 
 // insertEdgesSQL appends a transaction's edges to http_edges_1m_pending;
-// FoldEdges folds them into http_edges_1m (migration 0013).
+// FoldEdges folds them into http_edges_1m and http_edges_10m (migration
+// 0013).
 const insertEdgesSQL = `INSERT INTO http_edges_1m_pending (bucket, agent_id, client_ip, server_ip, server_port,
 	calls, errors, bytes, duration_histogram)
 SELECT k.bucket, k.agent_id, k.client_ip, k.server_ip, k.server_port, k.calls, k.errors, k.bytes, ($11::integer[])[k.lo:k.hi]
@@ -71,7 +73,7 @@ FROM unnest($1::timestamptz[], $2::uuid[], $3::inet[], $4::inet[], $5::integer[]
 	AS k(bucket, agent_id, client_ip, server_ip, server_port, calls, errors, bytes, lo, hi)`
 
 // rollupKey is a key of http_calls_1m (client invalid) or of
-// http_edges_1m. An invalid server and portNull stand for NULL.
+// http_edges_1m_pending. An invalid server and portNull stand for NULL.
 type rollupKey struct {
 	minute   int64 // Unix microseconds
 	agent    uuid.UUID
@@ -112,7 +114,7 @@ type rollup struct {
 // zero value is ready.
 type rollupBatch struct {
 	rows  map[rollupKey]*rollup // http_calls_1m
-	edges map[rollupKey]*rollup // http_edges_1m: calls, errors, bytes and hist only
+	edges map[rollupKey]*rollup // http_edges_1m_pending: calls, errors, bytes and hist only
 }
 
 const microsPerMinute = int64(time.Minute / time.Microsecond)
@@ -228,7 +230,8 @@ func sortedKeys(rows map[rollupKey]*rollup) []rollupKey {
 	return keys
 }
 
-// write upserts the aggregated rows: http_calls_1m's, then http_edges_1m's.
+// write upserts the aggregated rows into http_calls_1m, then appends the
+// edges to http_edges_1m_pending.
 func (rb *rollupBatch) write(ctx context.Context, tx pgx.Tx) error {
 	n := len(rb.rows)
 	if n == 0 {
@@ -322,8 +325,8 @@ const foldInterval = 2 * time.Second
 // every fold and service map scans.
 const vacuumPendingEvery = 15
 
-// FoldEdges folds the rows of http_edges_1m_pending into http_edges_1m (SQL
-// function http_edges_fold, one statement) and returns the pending rows
+// FoldEdges folds the rows of http_edges_1m_pending into http_edges_1m and
+// http_edges_10m (SQL function http_edges_fold, one statement) and returns the pending rows
 // folded. Readers see the edges before or after, never half-folded. Safe
 // to run concurrently with itself, with InsertCallBatches and with
 // RebuildRollups.
@@ -335,10 +338,10 @@ func (s *Store) FoldEdges(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// RebuildRollups recomputes the rollups (http_calls_1m and http_edges_1m)
-// of the whole minutes that overlap [from, to) from the calls stored (SQL
-// function http_rollups_rebuild) and returns the number of rollup rows
-// written to both. Use it after loading calls
+// RebuildRollups recomputes the rollups (http_calls_1m and the edges) of
+// the whole minutes that overlap [from, to) (of the edges: the whole
+// 10-minute spans) from the calls stored (SQL function
+// http_rollups_rebuild) and returns the number of rollup rows written. Use it after loading calls
 // without InsertCallBatch, or to repair a time range; batches stored while
 // it runs wait for it. It reads every call of the range twice, in one
 // statement per table.

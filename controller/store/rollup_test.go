@@ -29,15 +29,22 @@ func rollups(t *testing.T, s *store.Store) []string {
 		FROM http_calls_1m ORDER BY bucket, agent_id, server_ip, server_port`), edges(t, s)...)
 }
 
-// edges reads the edges as rollups does: http_edges_1m and the rows
-// pending in http_edges_1m_pending, added up.
+// edges reads the edges as rollups does, per minute then per 10 minutes:
+// each tier's table and the rows pending in http_edges_1m_pending, added
+// up.
 func edges(t *testing.T, s *store.Store) []string {
 	t.Helper()
-	return queryStrings(t, s, `SELECT concat_ws(' ', 'edge', bucket, agent_id, host(client_ip), host(server_ip), server_port,
-		sum(calls), sum(errors), sum(bytes), http_histogram_merge(http_histogram_concat(duration_histogram))::text)
-		FROM (SELECT * FROM http_edges_1m UNION ALL SELECT * FROM http_edges_1m_pending) e
-		GROUP BY bucket, agent_id, client_ip, server_ip, server_port
-		ORDER BY bucket, agent_id, client_ip, server_ip, server_port`)
+	var lines []string
+	for _, tier := range []struct{ table, width string }{{"http_edges_1m", "1 minute"}, {"http_edges_10m", "10 minutes"}} {
+		lines = append(lines, queryStrings(t, s, `SELECT concat_ws(' ', '`+tier.table+`', bucket, agent_id, host(client_ip), host(server_ip), server_port,
+			sum(calls), sum(errors), sum(bytes), http_histogram_merge(http_histogram_concat(duration_histogram))::text)
+			FROM (SELECT * FROM `+tier.table+` UNION ALL
+				SELECT date_bin('`+tier.width+`', bucket, '2000-01-01 00:00:00+00'), agent_id, client_ip, server_ip, server_port,
+					calls, errors, bytes, duration_histogram FROM http_edges_1m_pending) e
+			GROUP BY bucket, agent_id, client_ip, server_ip, server_port
+			ORDER BY bucket, agent_id, client_ip, server_ip, server_port`)...)
+	}
+	return lines
 }
 
 // rollupCalls returns n varied calls around base: servers, methods,
@@ -183,7 +190,8 @@ func fold(t *testing.T, s *store.Store) {
 		t.Errorf("folded %d rows, %d were pending", n, pending)
 	}
 	var left, folded int
-	if err := s.Pool().QueryRow(ctx, "SELECT (SELECT count(*) FROM http_edges_1m_pending), (SELECT count(*) FROM http_edges_1m)").Scan(&left, &folded); err != nil {
+	if err := s.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM http_edges_1m_pending),
+		(SELECT count(*) FROM http_edges_1m) + (SELECT count(*) FROM http_edges_10m)`).Scan(&left, &folded); err != nil {
 		t.Fatal(err)
 	}
 	if left != 0 || folded != len(before) {
@@ -220,9 +228,11 @@ func TestFoldEdges(t *testing.T) {
 	fold(t, s)
 	// 300 entries are above the threshold: merged, one entry (count 3)
 	// per bucket.
-	equalStrings(t, "folded", queryStrings(t, s,
-		"SELECT calls || ' ' || cardinality(duration_histogram) || ' ' || duration_histogram[100] FROM http_edges_1m"),
-		[]string{fmt.Sprintf("300 100 %d", durhist.Entry(100, 3))})
+	for _, table := range []string{"http_edges_1m", "http_edges_10m"} {
+		equalStrings(t, "folded into "+table, queryStrings(t, s,
+			"SELECT calls || ' ' || cardinality(duration_histogram) || ' ' || duration_histogram[100] FROM "+table),
+			[]string{fmt.Sprintf("300 100 %d", durhist.Entry(100, 3))})
+	}
 	if n, err := s.FoldEdges(ctx); err != nil || n != 0 {
 		t.Errorf("folding nothing: %d rows (%v)", n, err)
 	}
@@ -387,10 +397,11 @@ func TestMigrateBackfillsEdges(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := edges(t, s)
-	if len(want) < 20 {
+	if len(want) < 40 {
 		t.Fatalf("%d edges", len(want))
 	}
-	for _, sql := range []string{"DROP TABLE http_edges_1m", "DROP FUNCTION http_edges_rollup_rebuild, http_rollups_rebuild",
+	for _, sql := range []string{"DROP TABLE http_edges_1m, http_edges_10m, http_edges_1m_pending",
+		"DROP FUNCTION http_edges_rollup_rebuild, http_rollups_rebuild, http_edges_fold, http_edges_tiers",
 		"DELETE FROM schema_migrations WHERE version = 13"} {
 		if _, err := s.Pool().Exec(ctx, sql); err != nil {
 			t.Fatalf("%s: %v", sql, err)

@@ -123,8 +123,8 @@ func TestRollupsMatchCalls(t *testing.T) {
 			if !strings.Contains(rolled[0].Meta.ExecutedQueryString, "http_calls_1m") {
 				t.Error("the nodes do not read the rollups")
 			}
-			if !strings.Contains(rolled[0].Meta.ExecutedQueryString, "http_edges_1m") {
-				t.Error("the edges do not read the rollups")
+			if !strings.Contains(rolled[0].Meta.ExecutedQueryString, "http_edges_10m") {
+				t.Error("the edges do not read the 10-minute rollups")
 			}
 			if strings.Contains(exact[0].Meta.ExecutedQueryString, "_1m") {
 				t.Error("an exact service map reads the rollups")

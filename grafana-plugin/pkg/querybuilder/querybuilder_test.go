@@ -336,3 +336,39 @@ func TestParseMultiValue(t *testing.T) {
 		}
 	}
 }
+
+// The edges' whole minutes come from the 10-minute tier where they make
+// whole 10-minute spans, from the minute tier around them, and all from
+// the pending rows.
+func TestEdgesRollupSources(t *testing.T) {
+	at := func(hm string) time.Time {
+		v, err := time.Parse("2006-01-02 15:04", "2026-11-20 "+hm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	tests := []struct {
+		lo, hi string
+		want   string
+	}{
+		{"10:04", "11:27", "http_edges_10m [10:10 11:20) | http_edges_1m [10:04 10:10) [11:20 11:27) | http_edges_1m_pending [10:04 11:27)"},
+		{"10:00", "11:00", "http_edges_10m [10:00 11:00) | http_edges_1m_pending [10:00 11:00)"},
+		{"10:00", "10:27", "http_edges_10m [10:00 10:20) | http_edges_1m [10:20 10:27) | http_edges_1m_pending [10:00 10:27)"},
+		{"10:05", "10:19", "http_edges_1m [10:05 10:19) | http_edges_1m_pending [10:05 10:19)"},
+		{"10:05", "10:15", "http_edges_1m [10:05 10:15) | http_edges_1m_pending [10:05 10:15)"},
+	}
+	for _, tt := range tests {
+		var parts []string
+		for _, src := range edgesRollup(at(tt.lo), at(tt.hi)) {
+			part := src.table
+			for _, sp := range src.spans {
+				part += " [" + sp[0].Format("15:04") + " " + sp[1].Format("15:04") + ")"
+			}
+			parts = append(parts, part)
+		}
+		if got := strings.Join(parts, " | "); got != tt.want {
+			t.Errorf("[%s, %s): %s\nwant %s", tt.lo, tt.hi, got, tt.want)
+		}
+	}
+}

@@ -9,9 +9,9 @@ import (
 
 // Rollups. Migration 0011 keeps http_calls_1m: per minute, agent and server
 // ip:port, the calls, errors, bytes and a duration histogram of every
-// stored call; migration 0013 keeps http_edges_1m, the same per minute,
-// agent, client ip and server ip:port, of the calls that have both
-// addresses (see docs/schema.md). A statistics or service map query reads
+// stored call; migration 0013 keeps http_edges_1m and http_edges_10m, the
+// same per minute or 10 minutes, agent, client ip and server ip:port, of
+// the calls that have both addresses (see docs/schema.md). A statistics or service map query reads
 // them instead of the calls when it is covered:
 //
 //   - its filters are on the rollup's dimensions only (agent, server IP,
@@ -81,22 +81,66 @@ func wholeMinutes(tr TimeRange) (lo, hi time.Time, ok bool) {
 	return lo, hi, lo.Before(hi)
 }
 
-// The rollup tables rollupCalls reads: the edges are in http_edges_1m and,
-// for the last seconds' transactions, in http_edges_1m_pending (several
-// rows per key, added up like the rest).
-var (
-	callsRollup = []string{"http_calls_1m"}
-	edgesRollup = []string{"http_edges_1m", "http_edges_1m_pending"}
-)
+// rollupSource is a rollup table and the spans [from, to) of buckets to
+// read from it.
+type rollupSource struct {
+	table string
+	spans [][2]time.Time
+}
+
+// callsRollup reads the whole minutes [lo, hi) from http_calls_1m.
+func callsRollup(lo, hi time.Time) []rollupSource {
+	return []rollupSource{{"http_calls_1m", [][2]time.Time{{lo, hi}}}}
+}
+
+// EdgesRollupInterval is the bucket of the edges' coarse tier
+// (http_edges_10m).
+const EdgesRollupInterval = 10 * time.Minute
+
+// edgesRollup reads the whole minutes [lo, hi): the whole 10-minute spans
+// among them from http_edges_10m, the minutes around from http_edges_1m,
+// and all of them from http_edges_1m_pending (the edges of the last
+// seconds' transactions, not folded into either tier yet).
+func edgesRollup(lo, hi time.Time) []rollupSource {
+	lo10 := lo.Truncate(EdgesRollupInterval)
+	if lo10.Before(lo) {
+		lo10 = lo10.Add(EdgesRollupInterval)
+	}
+	hi10 := hi.Truncate(EdgesRollupInterval)
+	pending := rollupSource{"http_edges_1m_pending", [][2]time.Time{{lo, hi}}}
+	if !lo10.Before(hi10) {
+		return []rollupSource{{"http_edges_1m", [][2]time.Time{{lo, hi}}}, pending}
+	}
+	var minutes [][2]time.Time
+	if lo.Before(lo10) {
+		minutes = append(minutes, [2]time.Time{lo, lo10})
+	}
+	if hi10.Before(hi) {
+		minutes = append(minutes, [2]time.Time{hi10, hi})
+	}
+	sources := []rollupSource{{"http_edges_10m", [][2]time.Time{{lo10, hi10}}}}
+	if len(minutes) > 0 {
+		sources = append(sources, rollupSource{"http_edges_1m", minutes})
+	}
+	return append(sources, pending)
+}
 
 // rollupCalls returns the body of a CTE with the columns time, calls,
 // errors, bytes, duration_histogram and the given extra expressions (over
-// columns that every table has): the rows of the rollup tables of the
-// whole minutes [lo, hi) of tr and the calls of the rest of tr, all
+// columns that every table has): the rows of sources, which cover the
+// whole minutes [lo, hi) of tr, and the calls of the rest of tr, all
 // matching f (covered by the rollup). extra holds "expression AS name"
 // items.
-func (p *params) rollupCalls(tables []string, f Filters, tr TimeRange, lo, hi time.Time, extra []string) (string, error) {
+func (p *params) rollupCalls(sources []rollupSource, f Filters, tr TimeRange, lo, hi time.Time, extra []string) (string, error) {
 	from, to, whole0, whole1 := p.arg(tr.From), p.arg(tr.To), p.arg(lo), p.arg(hi)
+	placeholders := map[time.Time]string{lo: whole0, hi: whole1}
+	at := func(t time.Time) string { // a span's bound
+		if ph, ok := placeholders[t]; ok {
+			return ph
+		}
+		placeholders[t] = p.arg(t)
+		return placeholders[t]
+	}
 	conds, err := p.filters(f)
 	if err != nil {
 		return "", err
@@ -105,16 +149,23 @@ func (p *params) rollupCalls(tables []string, f Filters, tr TimeRange, lo, hi ti
 	for _, e := range extra {
 		more += ",\n    " + e
 	}
-	rollupConds := append([]string{"bucket >= " + whole0, "bucket < " + whole1}, conds...)
-	rawConds := append([]string{"((time >= " + from + " AND time < " + whole0 + ") OR (time >= " + whole1 + " AND time < " + to + "))"}, conds...)
 	var rolled strings.Builder
-	for _, table := range tables {
+	for _, src := range sources {
+		var spans []string
+		for _, sp := range src.spans {
+			spans = append(spans, "bucket >= "+at(sp[0])+" AND bucket < "+at(sp[1]))
+		}
+		where := append([]string{"((" + strings.Join(spans, ") OR (") + "))"}, conds...)
+		if len(spans) == 1 {
+			where = append(strings.Split(spans[0], " AND "), conds...)
+		}
 		rolled.WriteString(`  SELECT bucket AS time, calls, errors, bytes, duration_histogram` + more + `
-  FROM ` + table + `
-  WHERE ` + and(rollupConds, "    ") + `
+  FROM ` + src.table + `
+  WHERE ` + and(where, "    ") + `
   UNION ALL
 `)
 	}
+	rawConds := append([]string{"((time >= " + from + " AND time < " + whole0 + ") OR (time >= " + whole1 + " AND time < " + to + "))"}, conds...)
 	return rolled.String() + `  SELECT time, 1, ` + isError + `::int, ` + totalBytes + `,
     ` + callHistogram + more + `
   FROM http_calls

@@ -4,7 +4,7 @@ package querybuilder
 // the calls matching q in tr, the busiest first, at most the limit. Columns:
 // source, target (text), calls, errors (bigint), p95_ms (float8).
 //
-// Queries the rollups cover read the edges' rollup (http_edges_1m) for the
+// Queries the rollups cover read the edges' rollups (edgesRollup) for the
 // whole minutes of tr and the calls for the rest (see rollup.go); others
 // count the calls, in one pass. Either way the p95 comes from a duration
 // histogram per edge, computed by the caller (Statement.Percentiles)
@@ -18,7 +18,7 @@ func ServiceMapEdges(q Query, tr TimeRange) (Statement, error) {
 	limit, capped := clamp(q.Limit, DefaultServiceMapEdges, MaxServiceMapEdges)
 	percentiles := []Percentile{{Column: "p95_ms", P: 0.95}}
 	if lo, hi, ok := wholeMinutes(tr); ok && !q.Exact && rollupCovered(q.Filters) {
-		calls, err := p.rollupCalls(edgesRollup, q.Filters, tr, lo, hi, []string{"client_ip", "server_ip"})
+		calls, err := p.rollupCalls(edgesRollup(lo, hi), q.Filters, tr, lo, hi, []string{"client_ip", "server_ip"})
 		if err != nil {
 			return Statement{}, err
 		}
@@ -90,7 +90,7 @@ func ServiceMapNodes(q Query, tr TimeRange, ips []string) (Statement, error) {
 	}
 	var p params
 	if lo, hi, ok := wholeMinutes(tr); ok && !q.Exact && rollupCovered(q.Filters) {
-		calls, err := p.rollupCalls(callsRollup, q.Filters, tr, lo, hi, []string{"server_ip"})
+		calls, err := p.rollupCalls(callsRollup(lo, hi), q.Filters, tr, lo, hi, []string{"server_ip"})
 		if err != nil {
 			return Statement{}, err
 		}

@@ -135,7 +135,7 @@ func statsFromRollups(q Query, tr TimeRange, lo, hi time.Time, interval time.Dur
 		expr, _ := dimensionExpr(g)
 		dimSel = append(dimSel, expr+" AS d_"+g)
 	}
-	calls, err := p.rollupCalls(callsRollup, q.Filters, tr, lo, hi, dimSel)
+	calls, err := p.rollupCalls(callsRollup(lo, hi), q.Filters, tr, lo, hi, dimSel)
 	if err != nil {
 		return Statement{}, err
 	}

@@ -25,7 +25,7 @@ func Values(kind string, tr TimeRange) (Statement, error) {
 	var p params
 	if lo, hi, ok := wholeMinutes(tr); ok && kind == ValuesServers {
 		// From the rollups (see rollup.go), counts exact.
-		calls, err := p.rollupCalls(callsRollup, Filters{}, tr, lo, hi, []string{"server_ip", "server_port"})
+		calls, err := p.rollupCalls(callsRollup(lo, hi), Filters{}, tr, lo, hi, []string{"server_ip", "server_port"})
 		if err != nil {
 			return Statement{}, err
 		}

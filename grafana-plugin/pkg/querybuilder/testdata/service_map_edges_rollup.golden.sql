@@ -2,9 +2,17 @@ WITH rolled AS (
   SELECT bucket AS time, calls, errors, bytes, duration_histogram,
     client_ip,
     server_ip
+  FROM http_edges_10m
+  WHERE bucket >= $7
+    AND bucket < $4
+    AND server_ip = $5::inet AND server_port = $6
+  UNION ALL
+  SELECT bucket AS time, calls, errors, bytes, duration_histogram,
+    client_ip,
+    server_ip
   FROM http_edges_1m
   WHERE bucket >= $3
-    AND bucket < $4
+    AND bucket < $7
     AND server_ip = $5::inet AND server_port = $6
   UNION ALL
   SELECT bucket AS time, calls, errors, bytes, duration_histogram,
@@ -33,13 +41,14 @@ FROM rolled
 WHERE client_ip IS NOT NULL AND server_ip IS NOT NULL
 GROUP BY client_ip, server_ip
 ORDER BY calls DESC, source, target
-LIMIT $7;
+LIMIT $8;
 -- $1 (time.Time) = 2026-11-20T10:00:12.5Z
 -- $2 (time.Time) = 2026-11-20T11:00:12.5Z
 -- $3 (time.Time) = 2026-11-20T10:01:00Z
 -- $4 (time.Time) = 2026-11-20T11:00:00Z
 -- $5 (string) = 10.0.0.1
 -- $6 (int32) = 8080
--- $7 (int64) = 200
+-- $7 (time.Time) = 2026-11-20T10:10:00Z
+-- $8 (int64) = 200
 -- limit 200, capped false
 -- p95_ms = percentile 0.95 of duration_histogram
