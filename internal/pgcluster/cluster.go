@@ -17,11 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +64,10 @@ type Options struct {
 	Database string
 	// Logger receives lifecycle messages; nil discards them.
 	Logger *slog.Logger
+	// Settings are postgresql.conf parameters that replace the defaults
+	// writeConf writes (e.g. "shared_buffers": "1GB"). Names are
+	// lower-case letters, digits, '_' and '.'.
+	Settings map[string]string
 }
 
 // Cluster is a running private PostgreSQL server. Its methods are safe for
@@ -71,6 +77,7 @@ type Cluster struct {
 	dataDir  string
 	database string
 	port     int
+	settings map[string]string
 	password string
 	owner    *owner
 	logger   *slog.Logger
@@ -91,11 +98,17 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgcluster: data dir: %w", err)
 	}
+	for name := range opts.Settings {
+		if !validSettingName(name) {
+			return nil, fmt.Errorf("pgcluster: setting %q: not a parameter name", name)
+		}
+	}
 	c := &Cluster{
 		dataDir:  dataDir,
 		database: opts.Database,
 		port:     opts.Port,
 		logger:   opts.Logger,
+		settings: opts.Settings,
 	}
 	if c.database == "" {
 		c.database = DefaultDatabase
@@ -345,6 +358,10 @@ logging_collector = off
 log_line_prefix = '%%m [%%p] %%q%%u@%%d '
 log_min_messages = warning
 `, c.port, quoteConf(socketDir))
+	// Later lines win: the caller's settings replace the defaults above.
+	for _, name := range slices.Sorted(maps.Keys(c.settings)) {
+		conf += name + " = " + quoteConf(c.settings[name]) + "\n"
+	}
 	path := filepath.Join(c.dataDir, confFile)
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -525,6 +542,20 @@ func randomPassword() (string, error) {
 }
 
 // quoteConf quotes a postgresql.conf string value.
+// validSettingName tells whether name can be written as a postgresql.conf
+// parameter name.
+func validSettingName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 func quoteConf(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }

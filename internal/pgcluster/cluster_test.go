@@ -333,6 +333,28 @@ func TestParentNotTraversable(t *testing.T) {
 	}
 }
 
+// Settings replace the defaults; names that are not parameter names are
+// refused before anything starts.
+func TestCustomSettings(t *testing.T) {
+	c := start(t, pgcluster.Options{DataDir: filepath.Join(baseDir(t), "data"),
+		Settings: map[string]string{"shared_buffers": "256MB", "max_parallel_workers_per_gather": "0"}})
+	conn := connect(t, c.URL())
+	for sql, want := range map[string]string{
+		"SELECT current_setting('shared_buffers')":                  "256MB",
+		"SELECT current_setting('max_parallel_workers_per_gather')": "0",
+		"SELECT current_setting('work_mem')":                        "16MB", // a default kept
+	} {
+		if got := queryString(t, conn, sql); got != want {
+			t.Errorf("%s = %q, want %q", sql, got, want)
+		}
+	}
+	_, err := pgcluster.Start(context.Background(), pgcluster.Options{DataDir: filepath.Join(baseDir(t), "other"),
+		Settings: map[string]string{"work_mem = 1GB\nfsync": "off"}})
+	if err == nil || err.Error() != `pgcluster: setting "work_mem = 1GB\nfsync": not a parameter name` {
+		t.Errorf("error = %v", err)
+	}
+}
+
 func TestDataDirRequired(t *testing.T) {
 	_, err := pgcluster.Start(context.Background(), pgcluster.Options{})
 	if err == nil || err.Error() != "pgcluster: DataDir is required" {
