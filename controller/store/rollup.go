@@ -21,9 +21,9 @@ import (
 // Rollups: http_calls_1m (migration 0011), one row per minute, agent and
 // server ip:port; http_edges_1m and http_edges_10m (migration 0013), one
 // row per minute or 10 minutes, agent, client ip and server ip:port, for
-// the calls that have both addresses. InsertCallBatches adds the calls of the batches it
-// stores in the transaction that stores them, so that the rollups count
-// every stored call exactly once. The calls are aggregated here, in Go,
+// the calls that have both addresses. InsertCallBatches adds the calls of
+// the batches it stores in the transaction that stores them, so that the
+// rollups count every stored call exactly once. The calls are aggregated here, in Go,
 // into one row per key. http_calls_1m's rows are upserted with one
 // statement in key order (two transactions that update the same rows lock
 // them in the same order; agent_id is part of the key, so different agents
