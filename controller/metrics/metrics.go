@@ -83,7 +83,7 @@ func New(connected func() int) *Metrics {
 		}, []string{"kind"}),
 		edgesFolded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orbweaver_controller_edges_folded_total",
-			Help: "Pending service map edge rows (http_edges_1m_pending) folded into http_edges_1m.",
+			Help: "Pending service map edge rows (http_edges_1m_pending) folded into the edge rollups (http_edges_1m, http_edges_10m).",
 		}),
 		foldTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "orbweaver_controller_edge_fold_seconds",

@@ -24,7 +24,7 @@ orbweaver_controller_batches_total{result="stored"} 0
 # HELP orbweaver_controller_calls_stored_total Calls stored (duplicate batches not counted).
 # TYPE orbweaver_controller_calls_stored_total counter
 orbweaver_controller_calls_stored_total 0
-# HELP orbweaver_controller_edges_folded_total Pending service map edge rows (http_edges_1m_pending) folded into http_edges_1m.
+# HELP orbweaver_controller_edges_folded_total Pending service map edge rows (http_edges_1m_pending) folded into the edge rollups (http_edges_1m, http_edges_10m).
 # TYPE orbweaver_controller_edges_folded_total counter
 orbweaver_controller_edges_folded_total 0
 # HELP orbweaver_controller_errors_total Errors by kind.
@@ -114,7 +114,7 @@ orbweaver_controller_edge_fold_seconds_bucket{le="10"} 2
 orbweaver_controller_edge_fold_seconds_bucket{le="+Inf"} 2
 orbweaver_controller_edge_fold_seconds_sum 0.017578125
 orbweaver_controller_edge_fold_seconds_count 2
-# HELP orbweaver_controller_edges_folded_total Pending service map edge rows (http_edges_1m_pending) folded into http_edges_1m.
+# HELP orbweaver_controller_edges_folded_total Pending service map edge rows (http_edges_1m_pending) folded into the edge rollups (http_edges_1m, http_edges_10m).
 # TYPE orbweaver_controller_edges_folded_total counter
 orbweaver_controller_edges_folded_total 1200
 # HELP orbweaver_controller_errors_total Errors by kind.

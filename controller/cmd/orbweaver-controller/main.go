@@ -67,6 +67,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *tokensFile == "" {
 		*tokensFile = filepath.Join(*dataDir, "tokens.json")
+		// The data directory also holds the embedded database, which the
+		// postgres user must reach when this runs as root: create it
+		// traversable (0755) before EnsureTokens would create it private
+		// (the token file itself is 0600).
+		if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+			fmt.Fprintf(stderr, "orbweaver-controller: create data dir: %v\n", err)
+			return 1
+		}
 	}
 	if !*noAuth || *printToken != "" {
 		tokens, created, err := auth.EnsureTokens(*tokensFile)
