@@ -468,6 +468,6 @@ func benchIngest(ctx context.Context, e *env, rep *report) error {
 	rep.add(sec, "Postgres CPU per call, controller path", "µs", pgOurs, nil, "all server processes; less sensitive to a shared machine than rates")
 	rep.add(sec, "Postgres CPU per row, raw CopyFrom", "µs", pgRaw, nil, "")
 	rep.add(sec, "service map edges pending after a run", "rows", foldRows, nil, "appended by the ingest transactions, folded by the controller every 2 s")
-	rep.add(sec, "folding them into http_edges_1m", "ms", foldMs, nil, "one statement (http_edges_fold)")
+	rep.add(sec, "folding them into the edge rollups", "ms", foldMs, nil, "one statement (http_edges_fold)")
 	return nil
 }
