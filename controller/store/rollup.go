@@ -23,8 +23,8 @@ import (
 // row per minute or 10 minutes, agent, client ip and server ip:port, for
 // the calls that have both addresses. InsertCallBatches adds the calls of
 // the batches it stores in the transaction that stores them, so that the
-// rollups count every stored call exactly once. The calls are aggregated here, in Go,
-// into one row per key. http_calls_1m's rows are upserted with one
+// rollups count every stored call exactly once. The calls are aggregated
+// here, in Go, into one row per key. http_calls_1m's rows are upserted with one
 // statement in key order (two transactions that update the same rows lock
 // them in the same order; agent_id is part of the key, so different agents
 // never update the same rows). The edges, a row per client and server that
@@ -220,16 +220,6 @@ func compact(entries []int32, flat []int32) ([]int32, int32, int32) {
 	return flat, lo, int32(len(flat))
 }
 
-// sortedKeys returns the keys of rows in key order.
-func sortedKeys(rows map[rollupKey]*rollup) []rollupKey {
-	keys := make([]rollupKey, 0, len(rows))
-	for k := range rows {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, rollupKey.compare)
-	return keys
-}
-
 // write upserts the aggregated rows into http_calls_1m, then appends the
 // edges to http_edges_1m_pending.
 func (rb *rollupBatch) write(ctx context.Context, tx pgx.Tx) error {
@@ -237,7 +227,11 @@ func (rb *rollupBatch) write(ctx context.Context, tx pgx.Tx) error {
 	if n == 0 {
 		return nil
 	}
-	keys := sortedKeys(rb.rows)
+	keys := make([]rollupKey, 0, n)
+	for k := range rb.rows {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, rollupKey.compare)
 	var (
 		buckets            = make([]time.Time, n)
 		agents             = make([]pgtype.UUID, n)
@@ -267,7 +261,9 @@ func (rb *rollupBatch) write(ctx context.Context, tx pgx.Tx) error {
 	return rb.writeEdges(ctx, tx)
 }
 
-// writeEdges appends the aggregated edges to http_edges_1m_pending.
+// writeEdges appends the aggregated edges to http_edges_1m_pending, in no
+// particular order (plain inserts into a table without keys: no lock order
+// to keep).
 func (rb *rollupBatch) writeEdges(ctx context.Context, tx pgx.Tx) error {
 	n := len(rb.edges)
 	if n == 0 {
@@ -282,13 +278,14 @@ func (rb *rollupBatch) writeEdges(ctx context.Context, tx pgx.Tx) error {
 		los, his           = make([]int32, n), make([]int32, n)
 		flat               = []int32{}
 	)
-	for i, k := range sortedKeys(rb.edges) {
-		e := rb.edges[k]
+	i := 0
+	for k, e := range rb.edges {
 		buckets[i] = time.UnixMicro(k.minute)
 		agents[i] = pgtype.UUID{Bytes: k.agent, Valid: true}
 		clients[i], servers[i], ports[i] = k.client, k.server, k.port
 		calls[i], errs[i], bytes[i] = e.calls, e.errors, e.bytes
 		flat, los[i], his[i] = compact(e.hist, flat)
+		i++
 	}
 	if _, err := tx.Exec(ctx, insertEdgesSQL, buckets, agents, clients, servers, ports, calls, errs, bytes,
 		los, his, flat); err != nil {
@@ -326,8 +323,8 @@ const foldInterval = 2 * time.Second
 const vacuumPendingEvery = 15
 
 // FoldEdges folds the rows of http_edges_1m_pending into http_edges_1m and
-// http_edges_10m (SQL function http_edges_fold, one statement) and returns the pending rows
-// folded. Readers see the edges before or after, never half-folded. Safe
+// http_edges_10m (SQL function http_edges_fold, one statement) and returns
+// the pending rows folded. Readers see the edges before or after, never half-folded. Safe
 // to run concurrently with itself, with InsertCallBatches and with
 // RebuildRollups.
 func (s *Store) FoldEdges(ctx context.Context) (int64, error) {

@@ -25,17 +25,8 @@ func ServiceMapEdges(q Query, tr TimeRange) (Statement, error) {
 		sql := `WITH rolled AS (
 ` + calls + `
 )
-SELECT host(client_ip) AS source,
-  host(server_ip) AS target,
-  sum(calls)::bigint AS calls,
-  sum(errors)::bigint AS errors,
-  NULL::float8 AS p95_ms,
-  http_histogram_concat(duration_histogram) AS ` + HistogramColumn + `
-FROM rolled
-WHERE client_ip IS NOT NULL AND server_ip IS NOT NULL
-GROUP BY client_ip, server_ip
-ORDER BY calls DESC, source, target
-LIMIT ` + p.arg(int64(limit))
+` + busiestEdges("sum(calls)::bigint", "sum(errors)::bigint", "duration_histogram", "rolled",
+			"client_ip IS NOT NULL AND server_ip IS NOT NULL") + p.arg(int64(limit))
 		return Statement{SQL: sql, Args: p.args, Limit: limit, Capped: capped, Percentiles: percentiles}, nil
 	}
 	conds, err := p.where(q.Filters, tr)
@@ -44,17 +35,8 @@ LIMIT ` + p.arg(int64(limit))
 	}
 	conds = append(conds, "client_ip IS NOT NULL", "server_ip IS NOT NULL")
 	if !q.Exact {
-		sql := `SELECT host(client_ip) AS source,
-  host(server_ip) AS target,
-  count(*) AS calls,
-  count(*) FILTER (WHERE ` + isError + `) AS errors,
-  NULL::float8 AS p95_ms,
-  http_histogram_concat(` + callHistogram + `) AS ` + HistogramColumn + `
-FROM http_calls
-WHERE ` + and(conds, "  ") + `
-GROUP BY client_ip, server_ip
-ORDER BY calls DESC, source, target
-LIMIT ` + p.arg(int64(limit))
+		sql := busiestEdges("count(*)", "count(*) FILTER (WHERE "+isError+")", callHistogram, "http_calls",
+			and(conds, "  ")) + p.arg(int64(limit))
 		return Statement{SQL: sql, Args: p.args, Limit: limit, Capped: capped, Percentiles: percentiles}, nil
 	}
 	sql := `WITH calls AS MATERIALIZED (
@@ -122,4 +104,22 @@ WHERE ` + and(conds, "  ") + `
 GROUP BY server_ip
 ORDER BY id`
 	return Statement{SQL: sql, Args: p.args, Limit: len(ips)}, nil
+}
+
+// busiestEdges returns the statement, up to its LIMIT value, that selects
+// the edges of the rows of from matching where, the busiest first: calls
+// and errors are the aggregates counting them, histogram the expression of
+// a row's duration histogram.
+func busiestEdges(calls, errors, histogram, from, where string) string {
+	return `SELECT host(client_ip) AS source,
+  host(server_ip) AS target,
+  ` + calls + ` AS calls,
+  ` + errors + ` AS errors,
+  NULL::float8 AS p95_ms,
+  http_histogram_concat(` + histogram + `) AS ` + HistogramColumn + `
+FROM ` + from + `
+WHERE ` + where + `
+GROUP BY client_ip, server_ip
+ORDER BY calls DESC, source, target
+LIMIT `
 }
